@@ -1,0 +1,186 @@
+"""Plain data for what a run measured: metrics, per-test results and the metric catalogue.
+
+Everything here is JSON-able and free of torch and pytest, because the same objects travel
+from xdist workers to the controller, into baseline files, and into the ``quantperf`` command.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, asdict
+from typing import Any, Iterable, Mapping
+
+SCHEMA = 1
+
+LOWER, HIGHER, NONE = "lower", "higher", "none"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric means: how it is compared and gated.
+
+    ``kind`` decides the comparison rule: ``timing`` (noisy wall clock: statistics on samples),
+    ``gpu_timing`` (CUPTI kernel time: steady, tight tolerance), ``energy`` (noisy, hardware
+    bound), ``memory`` and ``exact`` (deterministic: compared directly), ``accuracy``
+    (deterministic on a fixed set; paired tests when per-item data exists), ``info`` (shown,
+    never gated).
+    """
+
+    unit: str
+    better: str
+    kind: str
+    tolerance: str  # default tolerance, "5%" relative or "0.01" absolute
+
+    @property
+    def hardware_bound(self) -> bool:
+        """Speed and energy only mean something on the hardware they were measured on."""
+        return self.kind in ("timing", "gpu_timing", "energy")
+
+
+METRICS: dict[str, MetricInfo] = {
+    "latency_ms": MetricInfo("ms", LOWER, "timing", "10%"),
+    "ttft_ms": MetricInfo("ms", LOWER, "timing", "10%"),
+    "tpot_ms": MetricInfo("ms", LOWER, "timing", "10%"),
+    "tokens_per_s": MetricInfo("tok/s", HIGHER, "timing", "10%"),
+    "load_s": MetricInfo("s", LOWER, "timing", "50%"),
+    "vram_mb": MetricInfo("MiB", LOWER, "memory", "2%"),
+    "vram_reserved_mb": MetricInfo("MiB", LOWER, "memory", "5%"),
+    "nvml_process_mb": MetricInfo("MiB", LOWER, "memory", "5%"),
+    "footprint_mb": MetricInfo("MiB", LOWER, "exact", "1%"),
+    "disk_mb": MetricInfo("MiB", LOWER, "exact", "1%"),
+    "host_rss_mb": MetricInfo("MiB", LOWER, "memory", "10%"),
+    "energy_j_per_token": MetricInfo("J", LOWER, "energy", "10%"),
+    "gpu_ms_per_token": MetricInfo("ms", LOWER, "gpu_timing", "1%"),
+    "gpu_ms": MetricInfo("ms", LOWER, "gpu_timing", "1%"),
+    "gpu_busy_share": MetricInfo("ratio", NONE, "info", "0"),
+    "bw_util_gpu": MetricInfo("ratio", NONE, "info", "0"),
+    "bw_util_wall": MetricInfo("ratio", NONE, "info", "0"),
+    "cpu_percent": MetricInfo("%", NONE, "info", "0"),
+    "perplexity": MetricInfo("", LOWER, "accuracy", "1%"),
+    "accuracy": MetricInfo("", HIGHER, "accuracy", "0.02"),
+    "accuracy_norm": MetricInfo("", HIGHER, "accuracy", "0.02"),
+    "kl_div": MetricInfo("nats", LOWER, "accuracy", "0.01"),
+    "top1_agreement": MetricInfo("", HIGHER, "accuracy", "0.01"),
+    "perplexity_ratio": MetricInfo("", LOWER, "accuracy", "1%"),
+}
+
+
+def metric_info(name: str, unit: str = "", better: str = LOWER) -> MetricInfo:
+    """Catalogue entry of a metric; user metrics (``quantperf.record``) get a statistical default."""
+    base = name.split("[", 1)[0]
+    if base.startswith("ref."):
+        base = base[4:]
+    if base in METRICS:
+        return METRICS[base]
+    return MetricInfo(unit, better, "timing", "10%")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured figure of one test: its median and every sample behind it.
+
+    ``items`` holds per-item data for paired comparisons (per-question correctness for
+    accuracy), ``flags`` notes such as ``throttled``; ``extra`` anything a report may show.
+    """
+
+    name: str
+    value: float
+    unit: str = ""
+    better: str = LOWER
+    kind: str = "exact"
+    samples: tuple[float, ...] = ()
+    model: str | None = None
+    items: tuple[float, ...] = ()
+    flags: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.samples) or 1
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation of the samples (0 when fewer than two)."""
+        s = [x for x in self.samples if math.isfinite(x)]
+        if len(s) < 2:
+            return 0.0
+        mean = statistics.fmean(s)
+        return statistics.stdev(s) / abs(mean) if mean else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples"] = list(self.samples)
+        d["items"] = list(self.items)
+        d["flags"] = list(self.flags)
+        d["extra"] = dict(self.extra)
+        d["n"] = self.n
+        d["cv"] = self.cv
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Metric":
+        return cls(
+            name=str(d["name"]),
+            value=float(d["value"]),
+            unit=str(d.get("unit", "")),
+            better=str(d.get("better", LOWER)),
+            kind=str(d.get("kind", "exact")),
+            samples=tuple(float(x) for x in d.get("samples", ()) or ()),
+            model=d.get("model"),
+            items=tuple(float(x) for x in d.get("items", ()) or ()),
+            flags=tuple(str(x) for x in d.get("flags", ()) or ()),
+            extra=dict(d.get("extra", {}) or {}),
+        )
+
+
+def make_metric(name: str, samples: Iterable[float] | float, *, model: str | None = None,
+                unit: str | None = None, better: str | None = None, kind: str | None = None,
+                items: Iterable[float] = (), flags: Iterable[str] = (),
+                extra: Mapping[str, Any] | None = None) -> Metric:
+    """A metric from its samples (or one value), filling unit, direction and kind from the catalogue."""
+    if isinstance(samples, (int, float)):
+        vals: tuple[float, ...] = (float(samples),)
+    else:
+        vals = tuple(float(x) for x in samples)
+    info = metric_info(name, unit or "", better or LOWER)
+    value = statistics.median(vals) if vals else float("nan")
+    return Metric(
+        name=name, value=float(value), unit=unit if unit is not None else info.unit,
+        better=better or info.better, kind=kind or info.kind,
+        samples=vals,
+        model=model, items=tuple(float(x) for x in items), flags=tuple(flags),
+        extra=dict(extra or {}),
+    )
+
+
+@dataclass
+class TestResult:
+    """Everything one test recorded; mutable while the test runs, plain JSON afterwards."""
+
+    nodeid: str
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> model summary
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+            "budgets": dict(self.budgets),
+            "models": dict(self.models),
+            "verdicts": list(self.verdicts),
+            "outcome": self.outcome,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TestResult":
+        return cls(
+            nodeid=str(d["nodeid"]),
+            metrics={k: Metric.from_dict(v) for k, v in (d.get("metrics") or {}).items()},
+            budgets=dict(d.get("budgets") or {}),
+            models=dict(d.get("models") or {}),
+            verdicts=list(d.get("verdicts") or []),
+            outcome=str(d.get("outcome", "")),
+        )
