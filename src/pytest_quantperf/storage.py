@@ -1,0 +1,512 @@
+"""Named baselines and the run history, on a local directory or any fsspec URL.
+
+Layout under the storage root::
+
+    baselines/<NAME>.json                          latest save of NAME (any hardware)
+    baselines/by-hardware/<hardware_id>/<NAME>.json  NAME as saved on that hardware
+    history/<UTC time>-<pid>_<NAME, / as __>.json   every saved run and every acceptance
+
+``main`` saved on an H100 and ``main`` saved on an A10G are kept apart, so a comparison finds
+the baseline of its own hardware first.  All files are JSON (``sort_keys``, ``indent=1``: diffable);
+there is no pickle anywhere.
+
+Saving **merges**: the run's tests replace the same tests of the stored baseline of that
+hardware and every other test is kept, so CI matrix shards saving into one name never drop
+each other's tests.  Acceptance records are kept across saves.
+
+Atomicity.  Local paths: the whole read-merge-write runs under a file lock
+(``baselines/<NAME>.json.lock``) and each file is written to a temporary file in the same
+directory, then ``os.replace``-d: readers see the old or the new file, never half of one.
+Object stores (``s3://``, ``gs://``, ``memory://``): each file is one put of the whole object,
+so readers never see a partial file, but there is no lock: two shards saving the same name at
+the same moment can race between read and write.  After writing, a save reads the baseline
+back and merges again if its tests are missing (a few tries), which closes most of that
+window but not all of it; the history keeps every shard's run regardless.  Where shards save
+at exactly the same time, give them distinct names or save from one job.
+
+Reading validates: a file that is not JSON, has the wrong shape, or a ``schema`` newer than
+this version raises :class:`StorageError` naming the file and what to do.  A failed read never
+modifies a file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import posixpath
+import random
+import re
+import tempfile
+import time
+from typing import Any, Iterator, Mapping
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .results import SCHEMA
+
+__all__ = ["Storage", "StorageError", "BaselineNotFound", "validate_name", "validate_doc", "dumps"]
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_RESERVED_FIRST = ("by-hardware",)
+_BETTER = ("lower", "higher", "none")
+
+
+class StorageError(ValueError):
+    """A stored file cannot be used: it names the file and says what to do."""
+
+
+class BaselineNotFound(StorageError):
+    """No baseline of that name exists in the storage."""
+
+
+def validate_name(name: str) -> str:
+    """Baseline names: ``/``-separated segments of letters, digits and ``._-``.
+
+    ``..``, ``.``, empty segments, absolute paths and the reserved first segment
+    ``by-hardware`` are refused with a ValueError that says what is allowed.
+    """
+    help_ = ("baseline names are segments of letters, digits, '.', '_' and '-' separated by '/', "
+             "e.g. 'main' or 'release/1.2'")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"invalid baseline name {name!r}: empty; {help_}")
+    if name.startswith("/") or name.startswith("\\") or re.match(r"^[A-Za-z]:", name):
+        raise ValueError(f"invalid baseline name {name!r}: absolute paths are not allowed; {help_}")
+    segs = name.split("/")
+    for seg in segs:
+        if not seg:
+            raise ValueError(f"invalid baseline name {name!r}: empty segment; {help_}")
+        if seg in (".", ".."):
+            raise ValueError(f"invalid baseline name {name!r}: '{seg}' is not allowed; {help_}")
+        if not _SEGMENT.match(seg):
+            raise ValueError(f"invalid baseline name {name!r}: segment {seg!r} has other characters; {help_}")
+    if segs[0] in _RESERVED_FIRST:
+        raise ValueError(f"invalid baseline name {name!r}: '{segs[0]}' is reserved; {help_}")
+    return name
+
+
+def _hardware_dir(hardware_id: str | None) -> str:
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "-", hardware_id or "unknown").strip("-.")
+    return s or "unknown"
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_num_list(v: Any, what: str, src: str) -> None:
+    if v is None:
+        return
+    if not isinstance(v, list) or not all(_is_num(x) for x in v):
+        raise StorageError(f"{src}: {what} must be a list of numbers")
+
+
+def validate_doc(doc: Any, source: str = "<document>") -> dict[str, Any]:
+    """Check the shape of a run document (or an ``accept`` history entry); return it.
+
+    Raises :class:`StorageError` naming ``source`` and the first problem found.
+    """
+    fix = "; delete or move the file aside, or save a new baseline under this name"
+    if not isinstance(doc, dict):
+        raise StorageError(f"{source}: not a quantperf run document (top level is {type(doc).__name__}, "
+                           f"expected an object){fix}")
+    schema = doc.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise StorageError(f"{source}: missing or invalid 'schema' ({schema!r}); not a quantperf run "
+                           f"document{fix}")
+    if schema > SCHEMA:
+        raise StorageError(f"{source}: written by a newer pytest-quantperf (schema {schema}, this version "
+                           f"reads up to {SCHEMA}); upgrade pytest-quantperf to read it, or save a new "
+                           f"baseline under another name")
+    try:
+        _validate_body(doc, source)
+    except StorageError as e:
+        raise StorageError(f"{e}{fix}") from None
+    return doc
+
+
+def _validate_body(doc: dict[str, Any], src: str) -> None:
+    if doc.get("kind") == "accept":
+        for k in ("name", "nodeid", "metric"):
+            if not isinstance(doc.get(k), str):
+                raise StorageError(f"{src}: acceptance entry without a string {k!r}")
+        if not _is_num(doc.get("value")):
+            raise StorageError(f"{src}: acceptance entry without a numeric 'value'")
+        return
+    for k in ("name", "created"):
+        if doc.get(k) is not None and not isinstance(doc.get(k), str):
+            raise StorageError(f"{src}: {k!r} must be a string")
+    for k in ("env", "git", "options"):
+        if doc.get(k) is not None and not isinstance(doc.get(k), dict):
+            raise StorageError(f"{src}: {k!r} must be an object")
+    env = doc.get("env") or {}
+    if env.get("hardware_id") is not None and not isinstance(env.get("hardware_id"), str):
+        raise StorageError(f"{src}: env.hardware_id must be a string")
+    tests = doc.get("tests")
+    if not isinstance(tests, dict):
+        raise StorageError(f"{src}: 'tests' must be an object of node id → test")
+    for nodeid, t in tests.items():
+        if not isinstance(t, dict):
+            raise StorageError(f"{src}: test {nodeid!r} is not an object")
+        metrics = t.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise StorageError(f"{src}: metrics of {nodeid!r} must be an object")
+        for k in ("budgets", "models"):
+            if t.get(k) is not None and not isinstance(t.get(k), dict):
+                raise StorageError(f"{src}: {k!r} of {nodeid!r} must be an object")
+        if t.get("verdicts") is not None and not isinstance(t.get("verdicts"), list):
+            raise StorageError(f"{src}: 'verdicts' of {nodeid!r} must be a list")
+        for mname, m in metrics.items():
+            where = f"metric {mname!r} of {nodeid!r}"
+            if not isinstance(m, dict):
+                raise StorageError(f"{src}: {where} is not an object")
+            if not _is_num(m.get("value")):
+                raise StorageError(f"{src}: {where} has no numeric 'value'")
+            _check_num_list(m.get("samples"), f"samples of {where}", src)
+            _check_num_list(m.get("items"), f"items of {where}", src)
+            for k in ("unit", "kind", "model", "name"):
+                if m.get(k) is not None and not isinstance(m.get(k), str):
+                    raise StorageError(f"{src}: {k!r} of {where} must be a string")
+            if m.get("better") is not None and m.get("better") not in _BETTER:
+                raise StorageError(f"{src}: 'better' of {where} must be one of {_BETTER}")
+            if m.get("flags") is not None and not (isinstance(m["flags"], list)
+                                                   and all(isinstance(x, str) for x in m["flags"])):
+                raise StorageError(f"{src}: flags of {where} must be a list of strings")
+            if m.get("extra") is not None and not isinstance(m.get("extra"), dict):
+                raise StorageError(f"{src}: extra of {where} must be an object")
+    acc = doc.get("accepted", {})
+    if acc is None:
+        return
+    if not isinstance(acc, dict):
+        raise StorageError(f"{src}: 'accepted' must be an object of node id → metric → record")
+    for nodeid, per in acc.items():
+        if not isinstance(per, dict):
+            raise StorageError(f"{src}: accepted records of {nodeid!r} must be an object")
+        for mname, rec in per.items():
+            if not isinstance(rec, dict) or not _is_num(rec.get("value")):
+                raise StorageError(f"{src}: accepted record of {nodeid!r} {mname!r} needs a numeric 'value'")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # numpy scalars and arrays
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, Mapping):
+        return dict(o)
+    raise TypeError(f"value of type {type(o).__name__} cannot be stored in a run document: {o!r}")
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    """Diffable JSON: sorted keys, one-space indent, trailing newline."""
+    return json.dumps(doc, sort_keys=True, indent=1, default=_json_default, ensure_ascii=False) + "\n"
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _iso(t: _dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Lock:
+    """A filelock whose timeout becomes a StorageError that says what is holding things up."""
+
+    def __init__(self, lock: Any, path: str, timeout: float) -> None:
+        self.lock, self.path, self.timeout = lock, path, timeout
+
+    def __enter__(self) -> "_Lock":
+        import filelock
+
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            raise StorageError(f"{self.path}: could not take the lock within {self.timeout:g} s; another "
+                               f"save of this baseline is running (or hung): wait for it or end it") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
+
+
+class Storage:
+    """Baselines and history under one root: a local directory or an fsspec URL."""
+
+    def __init__(self, url_or_path: str | os.PathLike[str], *, lock_timeout: float = 120.0,
+                 **storage_options: Any) -> None:
+        self.url = os.fspath(url_or_path)
+        self.fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.root = root.rstrip("/") if root not in ("/", "") else root
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    # ---- paths -------------------------------------------------------------------------
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts) if self.root else posixpath.join(*parts)
+
+    def _rel(self, path: str, sub: str) -> str:
+        """``path`` relative to ``<root>/<sub>``, whatever leading slashes the filesystem adds."""
+        p = path.replace("\\", "/").lstrip("/")
+        base = self._join(sub).replace("\\", "/").lstrip("/").rstrip("/") + "/"
+        return p[len(base):] if p.startswith(base) else p.rsplit("/", 1)[-1]
+
+    def baseline_path(self, name: str, hardware_id: str | None = None) -> str:
+        """Where baseline ``name`` lives (its copy for ``hardware_id`` when given)."""
+        validate_name(name)
+        parts = name.split("/")
+        parts[-1] += ".json"
+        if hardware_id is None:
+            return self._join("baselines", *parts)
+        return self._join("baselines", "by-hardware", _hardware_dir(hardware_id), *parts)
+
+    def _history_path(self, name: str) -> str:
+        t = _utcnow()
+        stamp = t.strftime("%Y%m%dT%H%M%S.%fZ")
+        return self._join("history", f"{stamp}-{os.getpid()}-{random.randrange(16**4):04x}_"
+                          f"{name.replace('/', '__')}.json")
+
+    # ---- low-level io --------------------------------------------------------------------
+    def _read(self, path: str) -> dict[str, Any] | None:
+        try:
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise StorageError(f"{path}: is a directory, expected a JSON file") from None
+        try:
+            text = raw.decode("utf-8")
+            doc = json.loads(text)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise StorageError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
+                               f"the file is corrupt: restore it from version control or the history, "
+                               f"or delete it and save the baseline again") from None
+        return validate_doc(doc, path)
+
+    def _write(self, path: str, doc: Mapping[str, Any]) -> None:
+        data = dumps(doc).encode("utf-8")
+        if self.local:
+            d = os.path.dirname(path)
+            os.makedirs(d, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        else:
+            parent = posixpath.dirname(path)
+            try:
+                self.fs.makedirs(parent, exist_ok=True)
+            except Exception:  # object stores have no real directories
+                pass
+            self.fs.pipe_file(path, data)
+
+    def _lock(self, name: str):
+        """A file lock for the read-merge-write of ``name`` (local storage only)."""
+        if not self.local:
+            import contextlib
+
+            return contextlib.nullcontext()
+        import filelock
+
+        path = self.baseline_path(name) + ".lock"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return _Lock(filelock.FileLock(path, timeout=self.lock_timeout), path, self.lock_timeout)
+
+    def _find(self, sub: str) -> list[str]:
+        base = self._join(sub)
+        try:
+            if not self.fs.exists(base):
+                return []
+            return sorted(p for p in self.fs.find(base) if p.endswith(".json"))
+        except FileNotFoundError:
+            return []
+
+    # ---- public API ----------------------------------------------------------------------
+    def save(self, name: str, run_doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``run_doc``'s tests into baseline ``name`` of its hardware; append it to the history.
+
+        Returns the merged baseline document as written.  An invalid ``run_doc`` or an
+        unreadable stored baseline raises before anything is written.
+        """
+        validate_name(name)
+        doc = json.loads(dumps(run_doc))  # a plain, JSON-only deep copy
+        doc.setdefault("schema", SCHEMA)
+        doc.setdefault("tests", {})
+        doc.setdefault("created", _iso(_utcnow()))
+        validate_doc(doc, f"run document for baseline {name!r}")
+        doc["name"] = name
+        doc["saved"] = _iso(_utcnow())
+        hid = (doc.get("env") or {}).get("hardware_id")
+        hw_path = self.baseline_path(name, hid or "unknown")
+        latest_path = self.baseline_path(name)
+        with self._lock(name):
+            merged = self._merge_into(hw_path, latest_path, hid, doc)
+            self._write(hw_path, merged)
+            self._write(latest_path, merged)
+            if not self.local:
+                merged = self._verify_object_store(hw_path, latest_path, hid, doc, merged)
+            entry = dict(doc)
+            entry["kind"] = "run"
+            self._write(self._history_path(name), entry)
+        return merged
+
+    def _merge_into(self, hw_path: str, latest_path: str, hid: str | None,
+                    doc: dict[str, Any]) -> dict[str, Any]:
+        old = self._read(hw_path)
+        if old is None:
+            latest = self._read(latest_path)
+            if latest is not None and (latest.get("env") or {}).get("hardware_id") == hid:
+                old = latest
+        merged = dict(doc)
+        if old is not None:
+            tests = dict(old.get("tests") or {})
+            tests.update(doc.get("tests") or {})
+            merged["tests"] = tests
+            acc: dict[str, Any] = {k: dict(v) for k, v in (old.get("accepted") or {}).items()}
+            for nodeid, per in (doc.get("accepted") or {}).items():
+                acc.setdefault(nodeid, {}).update(per)
+            if acc:
+                merged["accepted"] = acc
+        return merged
+
+    def _verify_object_store(self, hw_path: str, latest_path: str, hid: str | None,
+                             doc: dict[str, Any], merged: dict[str, Any], tries: int = 3) -> dict[str, Any]:
+        """Narrow the read-merge-write race of object stores: re-read, re-merge if our tests vanished."""
+        mine = set(doc.get("tests") or {})
+        for _ in range(tries):
+            time.sleep(random.uniform(0.05, 0.25))
+            now = self._read(hw_path) or {}
+            if mine <= set(now.get("tests") or {}):
+                return now
+            merged = self._merge_into(hw_path, latest_path, hid, doc)
+            self._write(hw_path, merged)
+            self._write(latest_path, merged)
+        return merged
+
+    def load(self, name: str, hardware_id: str | None = None) -> tuple[dict[str, Any], bool] | None:
+        """``(doc, matched_hardware)`` for baseline ``name``, or None when there is none.
+
+        Prefers the copy saved on ``hardware_id``; otherwise the latest save of ``name``, with
+        ``matched_hardware`` telling whether it happens to come from that hardware.
+        """
+        validate_name(name)
+        if hardware_id:
+            doc = self._read(self.baseline_path(name, hardware_id))
+            if doc is not None:
+                return doc, True
+        doc = self._read(self.baseline_path(name))
+        if doc is None:
+            return None
+        matched = bool(hardware_id) and (doc.get("env") or {}).get("hardware_id") == hardware_id
+        return doc, matched
+
+    def _names(self) -> Iterator[tuple[str, str]]:
+        for p in self._find("baselines"):
+            rel = self._rel(p, "baselines")
+            if rel.startswith("by-hardware/") or rel.split("/")[-1].startswith(".tmp-"):
+                continue
+            yield rel[: -len(".json")], p
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every baseline: name, created, hardware id, test count, hardware copies.
+
+        A file that cannot be read is listed with an ``error`` (its message) instead of failing
+        the whole listing.
+        """
+        hw_by_name: dict[str, list[str]] = {}
+        for p in self._find("baselines/by-hardware"):
+            rel = self._rel(p, "baselines/by-hardware")
+            hw, _, nm = rel.partition("/")
+            hw_by_name.setdefault(nm[: -len(".json")], []).append(hw)
+        out = []
+        for name, path in self._names():
+            entry: dict[str, Any] = {"name": name, "path": path,
+                                     "hardware_ids": sorted(hw_by_name.get(name, []))}
+            try:
+                doc = self._read(path) or {}
+                entry.update(created=doc.get("created"), saved=doc.get("saved"),
+                             hardware_id=(doc.get("env") or {}).get("hardware_id"),
+                             tests=len(doc.get("tests") or {}),
+                             git=doc.get("git"))
+            except StorageError as e:
+                entry["error"] = str(e)
+            out.append(entry)
+        return sorted(out, key=lambda e: e["name"])
+
+    def history(self, name: str | None = None, *, skip_invalid: bool = False) -> list[dict[str, Any]]:
+        """History entries (saved runs and acceptances) in the order they were saved, optionally of one name.
+
+        Each entry carries ``kind`` (``run`` or ``accept``) and ``_file`` (where it lives).
+        """
+        if name is not None:
+            validate_name(name)
+        out = []
+        for p in self._find("history"):
+            try:
+                doc = self._read(p)
+            except StorageError:
+                if skip_invalid:
+                    continue
+                raise
+            if doc is None or (name is not None and doc.get("name") != name):
+                continue
+            doc = dict(doc)
+            doc.setdefault("kind", "run")
+            doc["_file"] = p
+            out.append(doc)
+        out.sort(key=lambda d: posixpath.basename(d["_file"]))  # file names start with the save time
+        return out
+
+    def accept(self, name: str, nodeid: str, metric: str, value: float, reason: str, who: str,
+               *, hardware_id: str | None = None) -> None:
+        """Record that ``metric`` of ``nodeid`` at ``value`` is accepted on purpose, with a reason.
+
+        Written into every stored copy of baseline ``name`` (or only into the copy of
+        ``hardware_id`` when given) and appended to the history as an ``accept`` entry.
+        """
+        validate_name(name)
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("an acceptance needs a reason: say why this change is intended")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"accepted value must be a finite number, got {value!r}")
+        when = _iso(_utcnow())
+        record = {"value": v, "reason": reason, "who": who, "when": when}
+        with self._lock(name):
+            paths = []
+            latest = self.baseline_path(name)
+            for p in self._find("baselines/by-hardware"):
+                rel = self._rel(p, "baselines/by-hardware")
+                hw, _, nm = rel.partition("/")
+                if nm == name + ".json" and (hardware_id is None or hw == _hardware_dir(hardware_id)):
+                    paths.append(p)
+            docs = {p: self._read(p) for p in paths}
+            ldoc = self._read(latest)
+            if ldoc is not None and (hardware_id is None
+                                     or (ldoc.get("env") or {}).get("hardware_id") == hardware_id):
+                docs[latest] = ldoc
+            docs = {p: d for p, d in docs.items() if d is not None}
+            if not docs:
+                where = f" for hardware {hardware_id}" if hardware_id else ""
+                raise BaselineNotFound(f"no baseline named {name!r}{where} in {self.url}; "
+                                       f"save one first with --quantperf-save={name}")
+            for p, d in docs.items():
+                d.setdefault("accepted", {}).setdefault(nodeid, {})[metric] = record
+                self._write(p, d)
+            self._write(self._history_path(name), {
+                "schema": SCHEMA, "kind": "accept", "name": name, "created": when, "nodeid": nodeid,
+                "metric": metric, "value": v, "reason": reason, "who": who, "hardware_id": hardware_id,
+            })

@@ -1,0 +1,307 @@
+"""Tolerance parsing and verdicts: the rules of compare.py on seeded data."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as hs
+
+from pytest_quantperf.compare import (
+    DEFAULT_TOLERANCES, Tolerance, Verdict, compare_metric, compare_runs, parse_tolerance,
+    parse_tolerance_spec, tolerance_for,
+)
+from pytest_quantperf.results import METRICS, SCHEMA, make_metric
+
+TEN = parse_tolerance("10%")
+
+
+# ---- tolerance parsing -------------------------------------------------------------------
+def test_parse_tolerance_basic():
+    assert parse_tolerance("5%") == Tolerance(0.05, True)
+    assert parse_tolerance(" 2.5 % ") == Tolerance(0.025, True)
+    assert parse_tolerance("0.01") == Tolerance(0.01, False)
+    assert parse_tolerance(3) == Tolerance(3.0, False)
+    assert parse_tolerance("5%").text == "5%"
+    assert parse_tolerance("0.01").text == "0.01"
+
+
+@pytest.mark.parametrize("bad", ["", "%", "-5%", "five", "5%%", "nan", "inf%", "1e999", "5 5%", True, None])
+def test_parse_tolerance_rejects(bad):
+    with pytest.raises(ValueError, match="tolerance"):
+        parse_tolerance(bad)
+
+
+def test_parse_tolerance_spec():
+    spec = parse_tolerance_spec("tokens_per_s=5%,vram_mb=2%,accuracy=0.01,my_metric=3")
+    assert spec == {"tokens_per_s": Tolerance(0.05, True), "vram_mb": Tolerance(0.02, True),
+                    "accuracy": Tolerance(0.01, False), "my_metric": Tolerance(3.0, False)}
+    assert parse_tolerance_spec("") == {}
+    assert parse_tolerance_spec("ref.tokens_per_s=7%") == {"ref.tokens_per_s": Tolerance(0.07, True)}
+
+
+@pytest.mark.parametrize("bad,part", [
+    ("tokens_per_s=5%,vram_mb", "vram_mb"),
+    ("tokens_per_s=fast", "fast"),
+    ("9lives=5%", "9lives"),
+    ("a=1,a=2", "twice"),
+    ("tokens_per_s=5%,,vram_mb=2%", "''"),
+    ("x-y=1%", "x-y"),
+])
+def test_parse_tolerance_spec_errors_name_the_part_and_format(bad, part):
+    with pytest.raises(ValueError) as e:
+        parse_tolerance_spec(bad)
+    assert part in str(e.value)
+    if part != "twice":
+        assert "NAME=VALUE" in str(e.value)
+
+
+@given(hs.text(max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_parse_tolerance_only_raises_value_error(text):
+    try:
+        t = parse_tolerance(text)
+    except ValueError:
+        return
+    assert t.value >= 0 and math.isfinite(t.value)
+    assert parse_tolerance(t.text) == t
+
+
+@given(hs.floats(min_value=0, max_value=1e12, allow_nan=False), hs.booleans())
+@settings(max_examples=300, deadline=None)
+def test_tolerance_text_round_trips(value, relative):
+    t = parse_tolerance(f"{value!r}%" if relative else repr(value))
+    assert parse_tolerance(t.text) == t
+
+
+@given(hs.dictionaries(hs.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True),
+                       hs.tuples(hs.floats(min_value=0, max_value=1e6, allow_nan=False), hs.booleans()),
+                       max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_tolerance_spec_round_trips(d):
+    tols = {k: parse_tolerance(f"{v!r}%" if rel else repr(v)) for k, (v, rel) in d.items()}
+    spec = ",".join(f"{k}={t.text}" for k, t in tols.items())
+    assert parse_tolerance_spec(spec) == tols
+
+
+@given(hs.text(alphabet=hs.sampled_from("abz_09.=%,- e+x"), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_tolerance_spec_only_raises_value_error(spec):
+    try:
+        out = parse_tolerance_spec(spec)
+    except ValueError:
+        return
+    assert all(isinstance(t, Tolerance) for t in out.values())
+
+
+def test_defaults_come_from_catalogue():
+    assert set(DEFAULT_TOLERANCES) == set(METRICS)
+    assert DEFAULT_TOLERANCES["vram_mb"] == Tolerance(0.02, True)
+    assert DEFAULT_TOLERANCES["accuracy"] == Tolerance(0.02, False)
+    own = {"t::a": {"tokens_per_s": Tolerance(0.5, True)}}
+    assert tolerance_for("t::a", "tokens_per_s[nf4]", {}, own) == Tolerance(0.5, True)
+    assert tolerance_for("t::b", "ref.tokens_per_s", {"tokens_per_s": Tolerance(0.2, True)}) == Tolerance(0.2, True)
+    assert tolerance_for("t::b", "something_new", {}) == Tolerance(0.1, True)
+
+
+# ---- timing verdicts -------------------------------------------------------------------
+def _timing(name, samples):
+    return make_metric(name, [float(x) for x in samples])
+
+
+def _cmp(name, base, cur, tol=TEN, **kw):
+    kw.setdefault("same_hardware", True)
+    return compare_metric("t.py::test_x", name, base, cur, tol, **kw)
+
+
+def test_aa_noisy_samples_never_flag_a_regression():
+    rng = np.random.default_rng(20261125)
+    statuses = []
+    for _ in range(200):
+        b = _timing("latency_ms", rng.normal(100, 10, 10))
+        c = _timing("latency_ms", rng.normal(100, 10, 10))
+        v = _cmp("latency_ms", b, c)
+        statuses.append(v.status)
+        assert not v.gating
+    assert "regression" not in statuses and "improvement" not in statuses
+    # and it is not vacuous: the same noise also produces warnings rather than only passes
+    assert statuses.count("pass") > 20 and "too_noisy" in statuses
+    assert set(statuses) <= {"pass", "too_noisy", "inconclusive"}
+
+
+def test_clear_slowdown_is_a_gating_regression():
+    rng = np.random.default_rng(7)
+    b = _timing("latency_ms", rng.normal(100, 3, 10))
+    c = _timing("latency_ms", rng.normal(120, 3.6, 10))
+    v = _cmp("latency_ms", b, c)
+    assert v.status == "regression" and v.gating
+    assert v.change == pytest.approx(c.value / b.value - 1)
+    assert v.p_value < 0.01 and v.ci[0] > 0.1
+    assert "latency_ms" in v.message and "tolerance 10%" in v.message and "p=" in v.message
+    # throughput: a 20% drop of a higher-is-better metric
+    tb = _timing("tokens_per_s", rng.normal(50, 1.5, 10))
+    tc = _timing("tokens_per_s", rng.normal(40, 1.2, 10))
+    v = _cmp("tokens_per_s", tb, tc)
+    assert v.status == "regression" and v.change < 0 and v.ci[1] < 0
+    # the other way round is an improvement, never gating
+    v = _cmp("tokens_per_s", tc, tb)
+    assert v.status == "improvement" and not v.gating
+
+
+def test_shift_under_heavy_noise_is_never_pass():
+    rng = np.random.default_rng(11)
+    seen = set()
+    for _ in range(50):
+        b = _timing("latency_ms", rng.normal(100, 30, 10))
+        c = _timing("latency_ms", rng.normal(120, 36, 10))
+        v = _cmp("latency_ms", b, c)
+        seen.add(v.status)
+        if v.status == "inconclusive":
+            assert v.samples_needed and v.samples_needed > 10
+            assert "would settle it" in v.message
+    assert "pass" not in seen
+    assert seen <= {"inconclusive", "too_noisy", "regression"}
+    assert "inconclusive" in seen and "too_noisy" in seen
+
+
+def test_few_samples_beyond_tolerance_is_inconclusive():
+    v = _cmp("latency_ms", _timing("latency_ms", [100, 101]), _timing("latency_ms", [150, 151]))
+    assert v.status == "inconclusive" and not v.gating and "2 vs 2 samples" in v.message
+    # 3 vs 3 cannot reach p < 0.01 with a rank test: inconclusive, not a regression
+    v = _cmp("latency_ms", _timing("latency_ms", [100, 101, 99]), _timing("latency_ms", [150, 151, 149]))
+    assert v.status == "inconclusive" and v.samples_needed >= 5
+
+
+def test_single_sample_within_tolerance_is_too_noisy():
+    v = _cmp("latency_ms", _timing("latency_ms", [100]), _timing("latency_ms", [101]))
+    assert v.status == "too_noisy" and "one sample" in v.message
+
+
+def test_steady_within_tolerance_passes():
+    b = _timing("latency_ms", [100, 100.5, 99.6, 100.2, 99.9, 100.1])
+    c = _timing("latency_ms", [102, 101.5, 102.2, 101.8, 102.1, 101.9])
+    v = _cmp("latency_ms", b, c)
+    assert v.status == "pass" and v.detectable is not None and v.detectable < 0.02
+
+
+def test_cross_hardware_speed_is_reported_not_gated():
+    rng = np.random.default_rng(3)
+    b = _timing("latency_ms", rng.normal(100, 2, 10))
+    c = _timing("latency_ms", rng.normal(150, 3, 10))
+    v = _cmp("latency_ms", b, c, same_hardware=False)
+    assert v.status == "regression" and v.cross_hardware and not v.gating
+    assert "other hardware" in v.message and "not gated" in v.message
+    v = _cmp("latency_ms", b, c, same_hardware=False, gate_cross_hardware=True)
+    assert v.gating and v.cross_hardware
+    # memory still gates across hardware
+    m = _cmp("vram_mb", make_metric("vram_mb", 1000.0), make_metric("vram_mb", 1100.0),
+             parse_tolerance("2%"), same_hardware=False)
+    assert m.status == "regression" and m.gating and not m.cross_hardware
+
+
+# ---- direct and accuracy verdicts ------------------------------------------------------
+def test_memory_is_compared_directly():
+    tol = parse_tolerance("2%")
+    assert _cmp("vram_mb", make_metric("vram_mb", 1000.0), make_metric("vram_mb", 1019.0), tol).status == "pass"
+    v = _cmp("vram_mb", make_metric("vram_mb", 1000.0), make_metric("vram_mb", 1021.0), tol)
+    assert v.status == "regression" and v.gating and v.p_value is None
+    assert _cmp("vram_mb", make_metric("vram_mb", 1000.0), make_metric("vram_mb", 900.0), tol).status == "improvement"
+
+
+def test_accuracy_paired_mcnemar():
+    tol = parse_tolerance("0.02")
+    base_items = [1.0] * 70 + [0.0] * 30
+    # 15 questions lost, none gained: 0.70 → 0.55, McNemar p = 2 / 2**15
+    cur_items = [1.0] * 55 + [0.0] * 45
+    b = make_metric("accuracy", 0.70, items=base_items)
+    c = make_metric("accuracy", 0.55, items=cur_items)
+    v = _cmp("accuracy", b, c, tol)
+    assert v.status == "regression" and v.gating
+    assert v.p_value == pytest.approx(2 / 2**15)
+    assert v.ci_of == "items" and v.ci[1] < 0
+    # 3 lost and 1 gained: 0.70 → 0.68 is beyond 0.02? no (exactly 0.02): pass
+    cur2 = [1.0] * 67 + [0.0] * 32 + [1.0]
+    assert _cmp("accuracy", b, make_metric("accuracy", 0.68, items=cur2), tol).status == "pass"
+    # 5 lost and 1 gained: 0.66, beyond tolerance but McNemar p = 0.22: inconclusive
+    cur3 = [1.0] * 65 + [0.0] * 34 + [1.0]
+    v = _cmp("accuracy", b, make_metric("accuracy", 0.66, items=cur3), tol)
+    assert v.status == "inconclusive" and not v.gating and v.p_value > 0.1
+    # without items: direct comparison
+    v = _cmp("accuracy", make_metric("accuracy", 0.70), make_metric("accuracy", 0.66), tol)
+    assert v.status == "regression" and v.p_value is None
+
+
+def test_info_metrics_are_not_gated():
+    v = _cmp("gpu_busy_share", make_metric("gpu_busy_share", 0.9), make_metric("gpu_busy_share", 0.1))
+    assert v.status == "not_gated" and not v.gating
+
+
+def test_accepted_regression_does_not_gate():
+    tol = parse_tolerance("2%")
+    rec = {"value": 1100.0, "reason": "new kernel uses a workspace", "who": "ana", "when": "2026-11-25T00:00:00Z"}
+    v = _cmp("vram_mb", make_metric("vram_mb", 1000.0), make_metric("vram_mb", 1105.0), tol, accepted=rec)
+    assert v.status == "accepted" and not v.gating and "workspace" in v.message and "ana" in v.message
+    v = _cmp("vram_mb", make_metric("vram_mb", 1000.0), make_metric("vram_mb", 1200.0), tol, accepted=rec)
+    assert v.status == "regression" and v.gating
+
+
+def test_verdict_to_dict_is_json():
+    rng = np.random.default_rng(1)
+    v = _cmp("latency_ms", _timing("latency_ms", rng.normal(100, 3, 8)), _timing("latency_ms", rng.normal(130, 3, 8)))
+    d = json.loads(json.dumps(v.to_dict(), allow_nan=False))
+    assert d["status"] == "regression" and d["gating"] is True and isinstance(d["ci"], list)
+    with pytest.raises(ValueError):
+        Verdict("n", "m", "bogus", 1.0, 1.0, 0.0, "5%")
+
+
+# ---- whole runs ------------------------------------------------------------------------
+def _doc(hw, tests, accepted=None):
+    d = {"schema": SCHEMA, "name": "main", "created": "2026-11-25T00:00:00Z", "env": {"hardware_id": hw},
+         "tests": {nid: {"nodeid": nid, "metrics": {m.name: m.to_dict() for m in ms}} for nid, ms in tests.items()}}
+    if accepted:
+        d["accepted"] = accepted
+    return d
+
+
+def test_compare_runs_new_gone_counts_and_tolerances():
+    rng = np.random.default_rng(2)
+    slow = rng.normal(100, 2, 10)
+    base = _doc("cpu-x-2c", {
+        "t::a": [_timing("latency_ms", slow), make_metric("host_rss_mb", 500.0)],
+        "t::b": [make_metric("vram_mb", 1000.0)],
+        "t::gone": [make_metric("vram_mb", 1.0)],
+    }, accepted={"t::b": {"vram_mb": {"value": 1300.0, "reason": "bigger batch", "who": "ci", "when": "x"}}})
+    cur = _doc("cpu-x-2c", {
+        "t::a": [_timing("latency_ms", slow * 1.3), make_metric("cpu_percent", 80.0)],
+        "t::b": [make_metric("vram_mb", 1250.0)],
+        "t::new": [make_metric("vram_mb", 1.0)],
+    })
+    comp = compare_runs(json.loads(json.dumps(base)), json.loads(json.dumps(cur)), {})
+    by = {(v.nodeid, v.metric): v for v in comp.verdicts}
+    assert comp.same_hardware and comp.baseline_hardware_id == "cpu-x-2c"
+    assert by[("t::a", "latency_ms")].status == "regression"
+    assert by[("t::a", "host_rss_mb")].status == "gone"
+    assert by[("t::a", "cpu_percent")].status == "new"
+    assert by[("t::b", "vram_mb")].status == "accepted"
+    assert by[("t::new", "vram_mb")].status == "new"
+    assert comp.new_tests == ("t::new",) and comp.gone_tests == ("t::gone",)
+    assert comp.counts["regression"] == 1 and comp.counts["gating"] == 1 and comp.counts["new"] == 2
+    assert [v.metric for v in comp.gating] == ["latency_ms"]
+    # a generous per-test tolerance turns the regression into a pass
+    comp2 = compare_runs(base, cur, {}, per_test={"t::a": {"latency_ms": parse_tolerance("50%")}})
+    assert {v.status for v in comp2.for_test("t::a") if v.metric == "latency_ms"} == {"pass"}
+    json.dumps(comp.to_dict(), allow_nan=False)
+
+
+def test_compare_runs_other_hardware():
+    rng = np.random.default_rng(4)
+    s = rng.normal(100, 2, 10)
+    base = _doc("cuda-nvidia-a10g", {"t::a": [_timing("latency_ms", s), make_metric("vram_mb", 1000.0)]})
+    cur = _doc("cuda-nvidia-h100-80gb-hbm3", {"t::a": [_timing("latency_ms", s * 2), make_metric("vram_mb", 1100.0)]})
+    comp = compare_runs(base, cur, {})
+    assert not comp.same_hardware
+    by = {v.metric: v for v in comp.verdicts}
+    assert by["latency_ms"].cross_hardware and not by["latency_ms"].gating
+    assert by["vram_mb"].gating
+    assert compare_runs(base, cur, {}, gate_cross_hardware=True).counts["gating"] == 2
