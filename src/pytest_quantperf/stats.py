@@ -148,7 +148,10 @@ def paired_bootstrap_diff_ci(x: Sequence[float], y: Sequence[float], conf: float
         return (math.nan, math.nan)
     d = ys - xs
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    # in chunks: per-token data can hold many thousands of items
+    rows = max(1, 2_000_000 // d.size)
+    means = np.concatenate([d[rng.integers(0, d.size, size=(min(rows, n_boot - i), d.size))].mean(axis=1)
+                            for i in range(0, n_boot, rows)])
     return _percentile_interval(means, conf)
 
 
