@@ -1,1 +1,260 @@
-"""pytest hooks (placeholder while the core is written)."""
+"""pytest hooks, options and fixtures of pytest-quantperf.
+
+Thin on purpose: every hook fetches the session from ``config.stash`` and calls into modules that
+know nothing of pytest. Nothing heavy is imported at load time (no torch, transformers, bitsandbytes).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from . import options as _options
+
+SESSION_KEY = pytest.StashKey["Any"]()
+RECORDER_KEY = pytest.StashKey["Any"]()
+BUDGET_KEY = pytest.StashKey["Any"]()
+RESULT_ATTR = "quantperf_result"
+
+
+class QuantperfWarning(pytest.PytestWarning):
+    """Inconclusive comparisons, breaches under --quantperf-warn-only, missing baselines."""
+
+
+# --------------------------------------------------------------------------- options
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantperf", "performance, memory and accuracy budgets for quantized models")
+    _options.add_pytest_options(group.addoption, parser.addini)
+
+
+def _session(config: pytest.Config) -> Any:
+    return config.stash.get(SESSION_KEY, None)
+
+
+def _role(config: pytest.Config) -> str:
+    if hasattr(config, "workerinput"):
+        return "worker"
+    dist = config.getoption("dist", "no") if config.pluginmanager.hasplugin("xdist") else "no"
+    numproc = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    if (dist and dist != "no") or numproc:
+        return "controller"
+    return "inprocess"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "quant_budget(**limits, tolerance=None): budgets for this test's measurements, e.g. "
+        "quant_budget(vram_mb=6000, tokens_per_s=15, perplexity=25.0)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped cleanly without one")
+    from .session import QuantperfSession, Settings, SettingsError
+
+    opts = _options.resolve(config.getoption, config.getini)
+    try:
+        settings = Settings.from_options(opts, config.rootpath)
+    except SettingsError as e:
+        raise pytest.UsageError(str(e)) from None
+    role = _role(config)
+    device_override = None
+    if role == "worker":
+        from .scale import pin_worker_gpu
+
+        device_override = pin_worker_gpu(config.workerinput.get("workerid", "gw0"), settings.gpus,
+                                         settings.device)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(msg: str) -> None:
+        if tr is not None and config.option.verbose >= 0 and role != "worker":
+            tr.write_line(f"[quantperf] {msg}")
+
+    config.stash[SESSION_KEY] = QuantperfSession(settings, role=role, rootdir=str(config.rootpath),
+                                                 progress=progress, device_override=device_override)
+    if role != "worker":
+        config.pluginmanager.register(_Collector(config), "quantperf-collector")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    qs = _session(session.config)
+    if qs is None or not qs.settings.baseline:
+        return
+    from .storage import StorageError
+
+    try:
+        qs.load_baseline()
+    except StorageError as e:
+        raise pytest.UsageError(f"--quantperf-baseline: {e}") from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate every quant_budget marker before anything runs: a typo must not pass silently."""
+    from .budgets import BudgetError, merge_markers
+
+    errors = []
+    for item in items:
+        marks = list(item.iter_markers("quant_budget"))
+        if not marks:
+            continue
+        try:
+            item.stash[BUDGET_KEY] = merge_markers(item.nodeid, [(m.args, dict(m.kwargs)) for m in marks])
+        except BudgetError as e:
+            errors.append(str(e))
+    if errors:
+        raise pytest.UsageError("invalid quant_budget marker(s):\n  " + "\n  ".join(errors))
+    from .scale import assign_groups
+
+    assign_groups(config, items)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+def _fail_model_error(e: Exception) -> None:
+    pytest.fail(f"{type(e).__name__}: {e}", pytrace=False)
+
+
+@pytest.fixture
+def quant_model(request: pytest.FixtureRequest):
+    """Load (or reuse from the session cache) a model: ``quant_model("default", quant="nf4")``."""
+    qs = _session(request.config)
+
+    def load(model: str = "default", quant: str = "fp16", *, compute_dtype: str | None = None,
+             double_quant: bool | None = None, device: str | None = None, **load_kwargs: Any):
+        from .models import ModelError, make_spec, resolve_device
+
+        try:
+            dev = qs.device if device is None else resolve_device(device)
+            spec = make_spec(model, quant, compute_dtype=compute_dtype, double_quant=double_quant, device=dev,
+                             trust_remote_code=load_kwargs.pop("trust_remote_code", qs.settings.trust_remote_code),
+                             **load_kwargs)
+            return qs.cache.get(spec)
+        except ModelError as e:
+            _fail_model_error(e)
+
+    return load
+
+
+@pytest.fixture
+def fp16_model(request: pytest.FixtureRequest, quant_model):
+    """The unquantized reference: fp16 on CUDA, fp32 on the CPU (``quant=`` overrides)."""
+    qs = _session(request.config)
+
+    def load(model: str = "default", **kw: Any):
+        if "quant" not in kw:
+            dev = kw.get("device") or qs.device
+            kw["quant"] = "fp16" if str(dev).startswith("cuda") else "fp32"
+        lm = quant_model(model, **kw)
+        return lm.as_reference()
+
+    return load
+
+
+@pytest.fixture
+def quantperf(request: pytest.FixtureRequest):
+    """Measure and record for this test: generate, perplexity, multiple_choice, compare, record."""
+    rec = _recorder(request.node)
+    return rec
+
+
+def _recorder(item: pytest.Item) -> Any:
+    rec = item.stash.get(RECORDER_KEY, None)
+    if rec is None:
+        from .recorder import Recorder
+
+        rec = Recorder(_session(item.config), item.nodeid, item.stash.get(BUDGET_KEY, None))
+        item.stash[RECORDER_KEY] = rec
+    return rec
+
+
+# --------------------------------------------------------------------------- running
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """After the test body: budgets, then the baseline; a breach or regression fails this test."""
+    try:
+        out = yield
+    except BaseException as exc:
+        # the body failed: still keep what it measured (OOM inside a measurement, an assert)
+        rec = item.stash.get(RECORDER_KEY, None)
+        if rec is not None:
+            rec.result.outcome = "failed"
+        raise exc
+    rec = item.stash.get(RECORDER_KEY, None)
+    budget = item.stash.get(BUDGET_KEY, None)
+    if rec is None and budget is None:
+        return out
+    rec = _recorder(item)
+    qs = _session(item.config)
+    from .recorder import judge
+
+    device = qs.device if rec.result.metrics else qs.settings.device
+    j = judge(qs, rec.result, rec.budget, device=device)
+    rec.result.verdicts = j.verdicts
+    for w in j.warnings:
+        item.warn(QuantperfWarning(f"{item.nodeid}: {w}"))
+    if j.failures:
+        msg = f"quantperf: {len(j.failures)} problem(s) in {item.nodeid}:\n  " + "\n  ".join(j.failures)
+        if qs.settings.warn_only:
+            item.warn(QuantperfWarning(msg + "\n  (--quantperf-warn-only: not failing)"))
+        else:
+            pytest.fail(msg, pytrace=False)
+    return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Results ride on the report, so -n 0 and -n 8 share one path to the controller."""
+    report = yield
+    if report.when == "call":
+        rec = item.stash.get(RECORDER_KEY, None)
+        if rec is not None and (rec.result.metrics or rec.result.budgets):
+            rec.result.outcome = report.outcome
+            setattr(report, RESULT_ATTR, json.dumps(rec.result.to_dict()))
+            for name, m in rec.result.metrics.items():
+                report.user_properties.append((f"quantperf.{name}", f"{m.value:.6g}{(' ' + m.unit) if m.unit else ''}"))
+    return report
+
+
+class _Collector:
+    """Registered on the controller (or the single process): gathers results from reports."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        raw = getattr(report, RESULT_ATTR, None)
+        if not raw or report.when != "call":
+            return
+        from .results import TestResult
+
+        _session(self.config).collect(TestResult.from_dict(json.loads(raw)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    qs = _session(session.config)
+    if qs is None or qs.role == "worker":
+        return
+    from .report import finish_run
+
+    finish_run(qs, session, exitstatus)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    qs = _session(config)
+    if qs is None or qs.role == "worker":
+        return
+    from .report import write_terminal
+
+    write_terminal(qs, terminalreporter)
+
+
+# --------------------------------------------------------------------------- xdist
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Each worker learns the GPU list; it pins itself before CUDA starts (see scale.py)."""
+    qs = _session(node.config)
+    if qs is not None:
+        node.workerinput["quantperf_gpus"] = ",".join(str(g) for g in qs.settings.gpus)

@@ -1,0 +1,191 @@
+"""The ``quant_budget`` marker: validated at collection, enforced after the test body.
+
+Absolute keys bound the test's own figure; ``*_vs_ref`` keys bound it against the reference model
+measured in the same session on the same machine, so they hold on any GPU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .results import Metric, TestResult
+
+MAX, MIN = "max", "min"
+
+#: key -> (metric, bound)
+ABSOLUTE: dict[str, tuple[str, str]] = {
+    "vram_mb": ("vram_mb", MAX),
+    "vram_mb_per_gpu": ("vram_mb_per_gpu", MAX),
+    "footprint_mb": ("footprint_mb", MAX),
+    "host_rss_mb": ("host_rss_mb", MAX),
+    "latency_ms": ("latency_ms", MAX),
+    "ttft_ms": ("ttft_ms", MAX),
+    "tpot_ms": ("tpot_ms", MAX),
+    "tokens_per_s": ("tokens_per_s", MIN),
+    "energy_j_per_token": ("energy_j_per_token", MAX),
+    "gpu_ms_per_token": ("gpu_ms_per_token", MAX),
+    "perplexity": ("perplexity", MAX),
+    "accuracy": ("accuracy", MIN),
+    "kl_div": ("kl_div", MAX),
+    "top1_agreement": ("top1_agreement", MIN),
+}
+
+#: key -> (metric, bound, how): ratio = value / reference, drop = reference - value
+RELATIVE: dict[str, tuple[str, str, str]] = {
+    "footprint_mb_vs_ref": ("footprint_mb", MAX, "ratio"),
+    "vram_mb_vs_ref": ("vram_mb", MAX, "ratio"),
+    "latency_ms_vs_ref": ("latency_ms", MAX, "ratio"),
+    "tpot_ms_vs_ref": ("tpot_ms", MAX, "ratio"),
+    "perplexity_vs_ref": ("perplexity", MAX, "ratio"),
+    "tokens_per_s_vs_ref": ("tokens_per_s", MIN, "ratio"),
+    "accuracy_drop_vs_ref": ("accuracy", MAX, "drop"),
+}
+
+VALID_KEYS = tuple(ABSOLUTE) + tuple(RELATIVE) + ("tolerance",)
+
+CUDA_ONLY = {"gpu_ms_per_token": "GPU kernel time is measured with CUPTI on CUDA only",
+             "energy_j_per_token": "GPU energy comes from NVML's energy counter on CUDA only",
+             "vram_mb": "VRAM is GPU memory; on the CPU budget host_rss_mb instead",
+             "vram_mb_per_gpu": "VRAM is GPU memory; on the CPU budget host_rss_mb instead"}
+
+
+class BudgetError(ValueError):
+    """A malformed ``quant_budget`` marker; raised at collection, naming the test and the key."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    limits: Mapping[str, float] = field(default_factory=dict)
+    tolerance: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = dict(self.limits)
+        if self.tolerance:
+            d["tolerance"] = dict(self.tolerance)
+        return d
+
+
+def parse_budget(nodeid: str, args: tuple, kwargs: Mapping[str, Any]) -> Budget:
+    """Check a marker's arguments; every problem names the test, the key and the valid keys."""
+    if args:
+        raise BudgetError(
+            f"{nodeid}: quant_budget takes keyword arguments only (got positional {args!r}); "
+            f"write e.g. quant_budget(vram_mb=6000). Valid keys: {', '.join(VALID_KEYS)}")
+    limits: dict[str, float] = {}
+    tol: dict[str, str] = {}
+    for key, val in kwargs.items():
+        if key == "tolerance":
+            if val is None:
+                continue
+            if not isinstance(val, Mapping):
+                raise BudgetError(f"{nodeid}: quant_budget tolerance must be a dict like "
+                                  f"{{'tokens_per_s': '5%'}}, got {val!r}")
+            from .compare import parse_tolerance
+
+            for m, t in val.items():
+                try:
+                    parse_tolerance(str(t))
+                except ValueError as e:
+                    raise BudgetError(f"{nodeid}: quant_budget tolerance for {m!r}: {e}") from None
+                tol[str(m)] = str(t)
+            continue
+        if key not in ABSOLUTE and key not in RELATIVE:
+            raise BudgetError(f"{nodeid}: unknown quant_budget key {key!r}. Valid keys: {', '.join(VALID_KEYS)}")
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            raise BudgetError(f"{nodeid}: quant_budget {key} must be a number, got {val!r} "
+                              f"({type(val).__name__})")
+        if val < 0:
+            raise BudgetError(f"{nodeid}: quant_budget {key} must not be negative, got {val}")
+        limits[key] = float(val)
+    return Budget(limits=limits, tolerance=tol)
+
+
+def merge_markers(nodeid: str, markers: list[tuple[tuple, dict]]) -> Budget:
+    """Class- and module-level markers apply too; the closest (first) wins per key."""
+    limits: dict[str, float] = {}
+    tol: dict[str, str] = {}
+    for args, kwargs in reversed(markers):
+        b = parse_budget(nodeid, args, kwargs)
+        limits.update(b.limits)
+        tol.update(b.tolerance)
+    return Budget(limits, tol)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    key: str
+    status: str  # "pass" | "breach" | "missing"
+    measured: float | None
+    limit: float
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.key, "source": "budget", "status": self.status, "current": self.measured,
+                "limit": self.limit, "message": self.message,
+                "gating": self.status in ("breach", "missing")}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+
+
+def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list[BudgetCheck]:
+    """Check every limit against what the test measured; missing metrics are failures too."""
+    out: list[BudgetCheck] = []
+    m = result.metrics
+    for key, limit in budget.limits.items():
+        if key in ABSOLUTE:
+            name, bound = ABSOLUTE[key]
+            if name == "vram_mb_per_gpu":
+                per = [v.extra.get("per_device_peak_mb", {}) for v in m.values() if v.name == "vram_mb"]
+                vals = [x for d in per for x in d.values()]
+                value = max(vals) if vals else None
+            else:
+                value = m[name].value if name in m else None
+            if value is None:
+                why = ""
+                if key in CUDA_ONLY and not device.startswith("cuda"):
+                    why = f" ({CUDA_ONLY[key]}; this run is on {device})"
+                out.append(BudgetCheck(key, "missing", None, limit,
+                                       f"{key}: budgeted at {_fmt(limit)} but never measured by this test{why}"))
+                continue
+            ok = value <= limit if bound == MAX else value >= limit
+            margin = (limit - value) if bound == MAX else (value - limit)
+            rel = margin / limit if limit else float("inf")
+            unit = m[name].unit if name in m else ""
+            msg = (f"{key}: measured {_fmt(value)}{(' ' + unit) if unit else ''}, "
+                   f"{'max' if bound == MAX else 'min'} {_fmt(limit)}, margin {_fmt(margin)} ({rel:+.1%})")
+            out.append(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg))
+        else:
+            name, bound, how = RELATIVE[key]
+            cur = m.get(name)
+            ref = m.get(f"ref.{name}")
+            if cur is None or ref is None:
+                missing = [x for x, v in ((name, cur), (f"reference {name}", ref)) if v is None]
+                out.append(BudgetCheck(key, "missing", None, limit,
+                                       f"{key}: needs {name} of this model and of the reference measured in the "
+                                       f"same session (missing: {', '.join(missing)}); measure the fp16_model "
+                                       "handle in this test or pass reference= to quantperf.compare"))
+                continue
+            if how == "ratio":
+                value = cur.value / ref.value if ref.value else float("inf")
+                desc = f"{_fmt(cur.value)} / reference {_fmt(ref.value)} = {value:.3f}x"
+            else:
+                value = ref.value - cur.value
+                desc = f"reference {_fmt(ref.value)} - {_fmt(cur.value)} = {value:.4f}"
+            ok = value <= limit if bound == MAX else value >= limit
+            margin = (limit - value) if bound == MAX else (value - limit)
+            extra = ""
+            paired = cur.extra.get("paired_vs_ref") if cur.extra else None
+            if how == "drop" and paired:
+                extra = (f"; paired: McNemar p={paired.get('p_value', float('nan')):.3g}, "
+                         f"95% CI of drop [{paired['ci'][0]:.3f}, {paired['ci'][1]:.3f}]")
+                if not ok and paired.get("p_value", 0.0) >= 0.05:
+                    out.append(BudgetCheck(key, "inconclusive", value, limit,
+                                           f"{key}: {desc}, {'max' if bound == MAX else 'min'} {limit:g}, "
+                                           f"margin {margin:+.4f} but not significant{extra}"))
+                    continue
+            msg = f"{key}: {desc}, {'max' if bound == MAX else 'min'} {limit:g}, margin {margin:+.4f}{extra}"
+            out.append(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg))
+    return out

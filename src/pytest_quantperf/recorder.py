@@ -1,0 +1,253 @@
+"""The object behind the ``quantperf`` fixture: measure, record, and judge one test.
+
+Every call records Metrics (samples kept, median as value) into the test's TestResult. The
+verdict (budgets, then the baseline) is computed by :func:`judge` after the test body.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .budgets import Budget, evaluate
+from .measure import GenerateResult, SamplingPlan, measure_generate
+from .results import HIGHER, LOWER, Metric, TestResult, make_metric
+
+DEFAULT_PROMPT = "Who invented the light bulb?"
+
+
+class AccuracyRefused(ValueError):
+    """Accuracy on random weights means nothing: refuse instead of reporting noise."""
+
+
+class Recorder:
+    """Measures models for one test and records what it measured."""
+
+    def __init__(self, session: Any, nodeid: str, budget: Budget | None = None):
+        self.session = session
+        self.nodeid = nodeid
+        self.budget = budget or Budget()
+        self.result: TestResult = session.new_result(nodeid)
+        self.result.budgets = self.budget.to_dict()
+        self._primary: str | None = None
+        self._mc: dict[str, Any] = {}  # label -> MCResult, for paired verdicts
+
+    # ----------------------------------------------------------------- keys
+    def _key(self, lm: Any, name: str) -> str:
+        if getattr(lm, "reference", False):
+            return f"ref.{name}"
+        if self._primary is None:
+            self._primary = lm.label
+        return name if lm.label == self._primary else f"{name}[{lm.label}]"
+
+    def _put(self, lm: Any | None, name: str, samples: Iterable[float] | float, **kw: Any) -> Metric:
+        key = self._key(lm, name) if lm is not None else name
+        m = make_metric(name, samples, model=lm.label if lm is not None else None, **kw)
+        if key != name:
+            m = Metric(**{**m.__dict__, "name": key})
+        self.result.metrics[key] = m
+        return m
+
+    def _note_model(self, lm: Any) -> None:
+        if lm.label in self.result.models and self.result.models[lm.label].get("reference") == lm.reference:
+            return
+        self.result.models[lm.label] = lm.summary()
+        self._put(lm, "footprint_mb", lm.footprint_mb)
+        if lm.disk_bytes:
+            self._put(lm, "disk_mb", lm.disk_mb)
+        self._put(lm, "load_s", lm.load_s)
+
+    # ----------------------------------------------------------------- measurements
+    def generate(self, lm: Any, prompt: str | Sequence[str] = DEFAULT_PROMPT, max_new_tokens: int = 32, *,
+                 repeat: int | str | None = None, warmup: int | str | None = None,
+                 gpu_time: bool = True, extra_work: Any = None) -> GenerateResult:
+        """Time greedy generation of exactly ``max_new_tokens`` tokens (a list of prompts = a batch)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        plan: SamplingPlan = self.session.settings.plan
+        if repeat is not None or warmup is not None:
+            base = SamplingPlan.parse(repeat if repeat is not None else (plan.repeat or "auto"),
+                                      warmup if warmup is not None else
+                                      (plan.warmup if plan.warmup is not None else "auto"))
+            plan = SamplingPlan(**{**plan.__dict__, "repeat": base.repeat, "warmup": base.warmup})
+        self._note_model(lm)
+        cache_key = None
+        if lm.reference and extra_work is None:
+            cache_key = ("generate", lm.spec, tuple(prompts), max_new_tokens, plan)
+            if cache_key in self.session.ref_cache:
+                res = self.session.ref_cache[cache_key]
+                self._record_generate(lm, res)
+                return res
+        nvml = self.session.nvml_for(lm.device) if str(lm.device).startswith("cuda") else None
+        bw = self.session.bandwidth_for(lm.device) if str(lm.device).startswith("cuda") and gpu_time else None
+        res = measure_generate(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bw,
+                               gpu_time=gpu_time, extra_work=extra_work)
+        if cache_key is not None:
+            self.session.ref_cache[cache_key] = res
+        self._record_generate(lm, res)
+        return res
+
+    def _record_generate(self, lm: Any, res: GenerateResult) -> None:
+        flags = tuple(res.flags)
+        extra = {"prompt_tokens": res.prompt_tokens, "new_tokens": res.new_tokens, "batch": res.batch,
+                 "warmup_runs": res.warmup_runs, "stop_reason": res.stop_reason}
+        for name, samples in res.samples.items():
+            self._put(lm, name, samples, flags=flags, extra=extra)
+        for name, value in res.values.items():
+            ex = dict(extra)
+            if name == "vram_mb" and res.per_device_peak_mb:
+                ex["per_device_peak_mb"] = res.per_device_peak_mb
+            if name.startswith("bw_util"):
+                ex["bandwidth_gbs"] = self.session.bandwidth.get(lm.device)
+            self._put(lm, name, value, flags=flags, extra=ex)
+        if res.gpu_state:
+            self.result.models.setdefault(lm.label, {})["gpu_state"] = res.gpu_state
+
+    def _refuse_synthetic(self, lm: Any, what: str) -> None:
+        if getattr(lm, "synthetic", False):
+            raise AccuracyRefused(
+                f"{what} on {lm.label} refused: synthetic models have random weights, so accuracy, perplexity "
+                "and agreement mean nothing. Use real weights (--quantperf-model=PATH_OR_ID or 'default') for "
+                "accuracy; keep synthetic models for speed and memory")
+
+    def perplexity(self, lm: Any, text: str | None = None, *, path: str | None = None,
+                   stride: int | None = None, max_length: int | None = None) -> Any:
+        """Perplexity on ``text`` (default: the reference text shipped with the package)."""
+        from . import accuracy
+
+        self._refuse_synthetic(lm, "perplexity")
+        self._note_model(lm)
+        if text is None:
+            text = accuracy.load_text(path) if path else accuracy.default_text()
+        key = ("perplexity", lm.spec, hash(text), stride, max_length)
+        res = self.session.ref_cache.get(key) if lm.reference else None
+        if res is None:
+            res = accuracy.perplexity(lm.model, lm.tokenizer, text, stride=stride, max_length=max_length)
+            if lm.reference:
+                self.session.ref_cache[key] = res
+        self._put(lm, "perplexity", res.perplexity, kind="accuracy",
+                  extra={"n_tokens": res.n_tokens, "nll_mean": res.nll_mean})
+        return res
+
+    def multiple_choice(self, lm: Any, dataset: Any = "builtin", *, limit: int | None = None, fewshot: int = 0,
+                        **kw: Any) -> Any:
+        """lm-evaluation-harness-style multiple choice: ``accuracy`` and ``accuracy_norm``."""
+        from . import accuracy, stats
+
+        self._refuse_synthetic(lm, "multiple_choice")
+        self._note_model(lm)
+        items = accuracy.load_dataset(dataset)
+        key = ("mc", lm.spec, repr(dataset) if not isinstance(dataset, str) else dataset, limit, fewshot,
+               tuple(sorted(kw.items())))
+        res = None
+        if lm.reference and isinstance(dataset, str):
+            res = self.session.ref_cache.get(key)
+        if res is None:
+            res = accuracy.multiple_choice(lm.model, lm.tokenizer, items, limit=limit, fewshot=fewshot, **kw)
+            if lm.reference and isinstance(dataset, str):
+                self.session.ref_cache[key] = res
+        correct = tuple(float(c) for c in res.correct)
+        extra: dict[str, Any] = {"n": res.n, "dataset": dataset if isinstance(dataset, str) else "custom"}
+        self._mc[("ref" if lm.reference else "cand")] = res
+        self._put(lm, "accuracy", res.accuracy, kind="accuracy", items=correct, extra=extra)
+        self._put(lm, "accuracy_norm", res.accuracy_norm, kind="accuracy", extra=extra)
+        cand, ref = self._mc.get("cand"), self._mc.get("ref")
+        if cand is not None and ref is not None and len(cand.correct) == len(ref.correct):
+            a = [float(x) for x in cand.correct]
+            b = [float(x) for x in ref.correct]
+            n01 = sum(1 for x, y in zip(a, b) if x == 1 and y == 0)
+            n10 = sum(1 for x, y in zip(a, b) if x == 0 and y == 1)
+            p = stats.mcnemar_exact(n10, n01)
+            lo, hi = stats.paired_bootstrap_diff_ci([y - x for x, y in zip(a, b)])
+            paired = {"p_value": p, "ci": [lo, hi], "ref_only_correct": n10, "cand_only_correct": n01,
+                      "drop": statistics.fmean(b) - statistics.fmean(a)}
+            if "accuracy" in self.result.metrics:
+                m = self.result.metrics["accuracy"]
+                self.result.metrics["accuracy"] = Metric(**{**m.__dict__, "extra": {**m.extra, "paired_vs_ref": paired}})
+        return res
+
+    def compare(self, lm: Any, reference: Any, texts: Sequence[str] | None = None, **kw: Any) -> Any:
+        """Next-token distributions against the reference: ``kl_div``, ``top1_agreement``, perplexity ratio."""
+        from . import accuracy
+
+        self._refuse_synthetic(lm, "compare")
+        self._refuse_synthetic(reference, "compare")
+        ref = reference if reference.reference else reference.as_reference()
+        self._note_model(lm)
+        self._note_model(ref)
+        key = ("refforward", ref.spec, tuple(texts) if texts else None, tuple(sorted(kw.items())))
+        fwd = self.session.ref_cache.get(key)
+        if fwd is None:
+            fwd = accuracy.ReferenceForward.build(ref.model, ref.tokenizer, list(texts) if texts else None, **kw)
+            self.session.ref_cache[key] = fwd
+        res = accuracy.compare_with(lm.model, fwd)
+        self._put(lm, "kl_div", res.kl_div, kind="accuracy", extra={"n_positions": res.n_positions})
+        self._put(lm, "top1_agreement", res.top1_agreement, kind="accuracy", extra={"n_positions": res.n_positions})
+        self._put(lm, "perplexity_ratio", res.perplexity_ratio, kind="accuracy")
+        return res
+
+    def record(self, name: str, value: float | Iterable[float], unit: str = "", better: str = LOWER) -> Metric:
+        """A metric of the user's own; a list of values keeps every sample."""
+        if better not in (LOWER, HIGHER):
+            raise ValueError(f"record: better must be 'lower' or 'higher', got {better!r}")
+        if not name.isidentifier():
+            raise ValueError(f"record: metric name must be an identifier, got {name!r}")
+        return self._put(None, name, value, unit=unit, better=better)
+
+    @property
+    def results(self) -> Mapping[str, Metric]:
+        return dict(self.result.metrics)
+
+
+# --------------------------------------------------------------------------- the verdict
+
+@dataclass
+class Judgement:
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
+    """Budgets first, then the baseline: one line per breach or regression."""
+    from .compare import DEFAULT_TOLERANCES, compare_metric, parse_tolerance
+
+    j = Judgement()
+    if not result.metrics and not budget.limits:
+        return j
+    for chk in evaluate(budget, result, device=device):
+        j.verdicts.append(chk.to_dict())
+        if chk.status in ("breach", "missing"):
+            j.failures.append("budget " + chk.message)
+        elif chk.status == "inconclusive":
+            j.warnings.append("budget " + chk.message)
+    base = session.baseline_test(result.nodeid)
+    if base is not None:
+        from .results import Metric as _M
+
+        accepted = ((session.baseline_doc or {}).get("accepted") or {}).get(result.nodeid, {})
+        for name, cur in result.metrics.items():
+            bm = (base.get("metrics") or {}).get(name)
+            if bm is None:
+                continue
+            tol = None
+            if name in budget.tolerance:
+                tol = parse_tolerance(budget.tolerance[name])
+            elif name.split("[")[0].removeprefix("ref.") in session.settings.tolerance:
+                tol = session.settings.tolerance[name.split("[")[0].removeprefix("ref.")]
+            else:
+                tol = DEFAULT_TOLERANCES.get(name.split("[")[0].removeprefix("ref."))
+                if tol is None:
+                    tol = parse_tolerance("10%")
+            v = compare_metric(result.nodeid, name, _M.from_dict(bm), cur, tol,
+                               same_hardware=bool(session.baseline_matched_hw),
+                               gate_cross_hardware=session.settings.gate_cross_hardware,
+                               accepted=accepted.get(name))
+            d = v.to_dict()
+            d["source"] = "baseline"
+            j.verdicts.append(d)
+            if v.status == "regression" and v.gating:
+                j.failures.append("regression " + v.message)
+            elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
+                j.warnings.append(f"{v.status} " + v.message)
+    return j

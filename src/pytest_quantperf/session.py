@@ -1,0 +1,244 @@
+"""All state of one run, on one object: settings, the model cache, results, the baseline.
+
+pytest-free: the plugin creates it in ``pytest_configure`` and keeps it in ``config.stash``; the
+hooks only call its methods. Nothing lives in module globals.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .measure import SamplingPlan
+from .results import SCHEMA, TestResult
+
+
+class SettingsError(ValueError):
+    """A bad option value; the plugin turns it into ``pytest.UsageError``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    baseline: str | None = None
+    save: str | None = None
+    storage: str = ".quantperf"
+    tolerance: Mapping[str, Any] = field(default_factory=dict)
+    tolerance_text: str = ""
+    warn_only: bool = False
+    gate_cross_hardware: bool = False
+    device: str = "auto"
+    gpus: tuple[int, ...] = ()
+    plan: SamplingPlan = field(default_factory=SamplingPlan)
+    html: str | None = None
+    json: str | None = None
+    markdown: str | None = None
+    exports: tuple[tuple[str, str], ...] = ()
+    model: str | None = None
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any], rootdir: str | os.PathLike) -> "Settings":
+        """Parse option values at the edge; every error names the option and the valid form."""
+        from .compare import parse_tolerance_spec
+        from .storage import validate_name
+
+        def name(opt: str) -> str | None:
+            v = opts.get(opt)
+            if not v:
+                return None
+            try:
+                validate_name(str(v))
+            except ValueError as e:
+                raise SettingsError(f"--quantperf-{opt}: {e}") from None
+            return str(v)
+
+        tol_text = opts.get("tolerance") or ""
+        try:
+            tol = parse_tolerance_spec(tol_text) if tol_text else {}
+        except ValueError as e:
+            raise SettingsError(f"--quantperf-tolerance: {e}") from None
+        device = str(opts.get("device") or "auto")
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise SettingsError(f"--quantperf-device: {device!r} is not one of auto, cpu, cuda, cuda:N")
+        gpus: tuple[int, ...] = ()
+        if opts.get("gpus"):
+            try:
+                gpus = tuple(int(x) for x in str(opts["gpus"]).split(",") if x.strip())
+            except ValueError:
+                raise SettingsError(f"--quantperf-gpus: {opts['gpus']!r} is not a list like 0,2,3") from None
+            if not gpus or any(g < 0 for g in gpus):
+                raise SettingsError(f"--quantperf-gpus: {opts['gpus']!r} is not a list like 0,2,3")
+        try:
+            target = float(opts.get("target_ci") or 0.02)
+            max_time = float(opts.get("max_time") or 30)
+            if not (0 < target < 1) or max_time <= 0:
+                raise ValueError
+        except ValueError:
+            raise SettingsError("--quantperf-target-ci must be a fraction in (0, 1) and --quantperf-max-time "
+                                "a positive number of seconds") from None
+        try:
+            plan = SamplingPlan.parse(opts.get("repeat"), opts.get("warmup"), target_rel_ci=target,
+                                      max_time_s=max_time)
+        except ValueError as e:
+            raise SettingsError(f"--quantperf-{str(e).split()[0]}: {e}") from None
+        exports = []
+        for e in opts.get("export") or []:
+            fmt, sep, path = str(e).partition(":")
+            if not sep or fmt not in ("github-action-benchmark", "pytest-benchmark") or not path:
+                raise SettingsError(f"--quantperf-export: {e!r} is not github-action-benchmark:PATH or "
+                                    "pytest-benchmark:PATH")
+            exports.append((fmt, path))
+        storage = str(opts.get("storage") or ".quantperf")
+        if "://" not in storage and not os.path.isabs(storage):
+            storage = str(Path(rootdir) / storage)
+        return cls(baseline=name("baseline"), save=name("save"), storage=storage, tolerance=tol,
+                   tolerance_text=tol_text, warn_only=bool(opts.get("warn_only")),
+                   gate_cross_hardware=bool(opts.get("gate_cross_hardware")), device=device, gpus=gpus,
+                   plan=plan, html=opts.get("html"), json=opts.get("json"), markdown=opts.get("markdown"),
+                   exports=tuple(exports), model=opts.get("model"),
+                   trust_remote_code=bool(opts.get("trust_remote_code")))
+
+
+class QuantperfSession:
+    """One run: what every hook and fixture shares."""
+
+    def __init__(self, settings: Settings, *, role: str = "inprocess", rootdir: str = ".",
+                 progress: Callable[[str], None] | None = None, device_override: str | None = None):
+        from .models import ModelCache
+
+        self.settings = settings
+        self.role = role  # "inprocess" | "controller" | "worker"
+        self.rootdir = rootdir
+        self.progress = progress
+        self.cache = ModelCache(default_model=settings.model, progress=progress)
+        self.results: dict[str, TestResult] = {}
+        self.order: list[str] = []
+        self.ref_cache: dict[Any, list[Any]] = {}
+        self.bandwidth: dict[str, float] = {}
+        self._nvml: dict[str, Any] = {}
+        self._device: str | None = device_override
+        self._env: dict[str, Any] | None = None
+        self.baseline_doc: dict[str, Any] | None = None
+        self.baseline_matched_hw: bool | None = None
+        self.baseline_error: str | None = None
+        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self.warnings: list[str] = []
+
+    # ----------------------------------------------------------------- environment
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from .models import ModelError, resolve_device
+
+            try:
+                self._device = resolve_device(self.settings.device)
+            except ModelError:
+                raise
+        return self._device
+
+    @property
+    def env(self) -> dict[str, Any]:
+        if self._env is None:
+            from .envinfo import fingerprint
+
+            dev = None
+            with contextlib.suppress(Exception):
+                dev = self.device
+            self._env = fingerprint(dev)
+        return self._env
+
+    def nvml_for(self, device: str) -> Any:
+        """NVML handle of a CUDA device, opened once; None where NVML does not work."""
+        if not device.startswith("cuda"):
+            return None
+        if device not in self._nvml:
+            from . import gpu
+
+            idx = int(device.split(":")[1]) if ":" in device else 0
+            self._nvml[device] = gpu.Nvml.open(idx)
+        return self._nvml[device]
+
+    def bandwidth_for(self, device: str) -> float | None:
+        """Device memory bandwidth, measured once per session per GPU (the roofline's roof)."""
+        if not device.startswith("cuda"):
+            return None
+        if device not in self.bandwidth:
+            from . import gpu
+
+            try:
+                self.bandwidth[device] = gpu.measure_bandwidth_gbs(device)
+            except Exception as e:  # a failed probe must not fail tests
+                self.warnings.append(f"bandwidth probe failed on {device}: {e}")
+                self.bandwidth[device] = 0.0
+        return self.bandwidth[device] or None
+
+    # ----------------------------------------------------------------- baseline
+    def storage(self):
+        from .storage import Storage
+
+        return Storage(self.settings.storage)
+
+    def load_baseline(self) -> None:
+        """Read the baseline once; a missing one is a warning, a corrupt one an error."""
+        if not self.settings.baseline:
+            return
+        from .storage import StorageError
+
+        try:
+            got = self.storage().load(self.settings.baseline, self.env.get("hardware_id"))
+        except StorageError:
+            raise
+        if got is None:
+            self.warnings.append(f"baseline {self.settings.baseline!r} not found in {self.settings.storage}: "
+                                 "nothing compared (save one with --quantperf-save)")
+            return
+        self.baseline_doc, self.baseline_matched_hw = got
+
+    def baseline_test(self, nodeid: str) -> dict[str, Any] | None:
+        if not self.baseline_doc:
+            return None
+        return (self.baseline_doc.get("tests") or {}).get(nodeid)
+
+    # ----------------------------------------------------------------- tests
+    def new_result(self, nodeid: str) -> TestResult:
+        r = TestResult(nodeid=nodeid)
+        return r
+
+    def collect(self, result: TestResult) -> None:
+        if result.nodeid not in self.results:
+            self.order.append(result.nodeid)
+        self.results[result.nodeid] = result
+
+    def run_document(self) -> dict[str, Any]:
+        from .envinfo import git_info
+
+        git = None
+        with contextlib.suppress(Exception):
+            git = git_info(self.rootdir)
+        return {
+            "schema": SCHEMA,
+            "name": self.settings.save,
+            "created": self.started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "env": self.env,
+            "git": git,
+            "options": {"repeat": self.settings.plan.repeat or "auto",
+                        "warmup": self.settings.plan.warmup if self.settings.plan.warmup is not None else "auto",
+                        "device": self.settings.device, "tolerance": self.settings.tolerance_text,
+                        "target_ci": self.settings.plan.target_rel_ci},
+            "baseline": {"name": self.settings.baseline,
+                         "hardware_id": (self.baseline_doc or {}).get("env", {}).get("hardware_id"),
+                         "matched_hardware": self.baseline_matched_hw,
+                         "created": (self.baseline_doc or {}).get("created")} if self.settings.baseline else None,
+            "tests": {nid: self.results[nid].to_dict() for nid in self.order},
+        }
+
+    def save(self, doc: dict[str, Any]) -> str | None:
+        if not self.settings.save or not doc["tests"]:
+            return None
+        self.storage().save(self.settings.save, doc)
+        return self.settings.save
