@@ -1,10 +1,20 @@
-"""Reports of a run: terminal, JSON, Markdown, HTML and exports. pytest-free."""
+"""Reports of a run: terminal, JSON, Markdown, HTML and exports. pytest-free.
+
+Every report renders the same view (:func:`view.build_view`) of the run document, so the
+terminal, the HTML page, the JSON file, the Markdown summary and the ``quantperf`` command agree.
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+from .view import build_view, flat_rows
+
+__all__ = ["write_atomic", "finish_run", "write_terminal", "json_report", "write_reports", "build_view",
+           "load_history", "clean_json"]
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -13,6 +23,7 @@ def write_atomic(path: str, text: str) -> None:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".quantperf-", dir=d)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -22,11 +33,121 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def clean_json(obj: Any) -> Any:
+    """A copy that strict JSON parsers accept: NaN and infinities become null, tuples lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return clean_json(obj.tolist())
+    return obj
+
+
+_ROW_KEYS_DROPPED = ("samples", "baseline_samples", "key")
+
+
+def json_report(doc: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
+    """The run document plus ``report``: the summary, one row per test × metric, trend series."""
+    rows = [{k: v for k, v in r.items() if k not in _ROW_KEYS_DROPPED} for r in flat_rows(view)]
+    out = dict(doc)
+    out["report"] = {
+        "schema": 1,
+        "summary": view["summary"],
+        "rows": rows,
+        "models": {t["nodeid"]: t["proof"] for t in view["tests"] if t["proof"]},
+        "trends": view.get("trends") or [],
+    }
+    return out
+
+
+def dumps_strict(obj: Any, **kw: Any) -> str:
+    """JSON without NaN/Infinity (invalid JSON): the fast path first, a cleaned copy when needed."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(clean_json(obj), allow_nan=False, **kw)
+
+
+def load_history(storage: Any, name: str | None, doc: Mapping[str, Any] | None = None,
+                 saved: bool = False) -> list[dict[str, Any]]:
+    """History of ``name`` (oldest first) with this run marked, or appended when it was not saved."""
+    if not name:
+        return []
+    hist = storage.history(name, skip_invalid=True)
+    if doc is not None:
+        created = doc.get("created")
+        mine = [h for h in hist if h.get("kind", "run") == "run" and h.get("created") == created]
+        if saved and mine:
+            mine[-1]["_this_run"] = True
+        else:
+            hist.append({**doc, "kind": "run", "_this_run": True})
+    return hist
+
+
+def write_reports(view: Mapping[str, Any], doc: Mapping[str, Any], *, html: str | None = None,
+                  json_path: str | None = None, markdown: str | None = None,
+                  exports: Sequence[tuple[str, str]] = (), baseline_doc: Mapping[str, Any] | None = None,
+                  step_summary: bool = True) -> list[str]:
+    """Write the requested reports; returns the paths written. OSErrors propagate to the caller."""
+    written: list[str] = []
+    data = None
+    if json_path or html:
+        data = json_report(doc, view)
+    if json_path:
+        write_atomic(json_path, dumps_strict(data, indent=1, sort_keys=True))
+        written.append(json_path)
+    if markdown:
+        from .markdown import render as render_md
+
+        text = render_md(view)
+        write_atomic(markdown, text)
+        written.append(markdown)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary and summary:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(text + "\n")
+            written.append(summary)
+    if html:
+        from .html import render_html
+
+        write_atomic(html, render_html(view, data, baseline_doc=baseline_doc))
+        written.append(html)
+    if exports:
+        from .exports import write_exports
+
+        written += write_exports(clean_json(doc), exports, write_atomic)
+    return written
+
+
+def _view(qs: Any, doc: Mapping[str, Any], with_history: bool) -> dict[str, Any]:
+    history = None
+    if with_history:
+        name = qs.settings.save or qs.settings.baseline
+        try:
+            history = load_history(qs.storage(), name, doc, saved=bool(getattr(qs, "saved", None)))
+        except Exception as e:  # a broken history must not lose the reports
+            qs.warnings.append(f"history of {name!r} not shown in the report: {e}")
+    view = build_view(doc, baseline_doc=qs.baseline_doc, history=history, warnings=list(qs.warnings),
+                      saved=getattr(qs, "saved", None))
+    view["summary"]["storage"] = qs.settings.storage
+    return view
+
+
 def finish_run(qs: Any, session: Any, exitstatus: int) -> None:
     """At the end of the session: save the baseline (passing runs only), then write reports."""
     doc = qs.run_document()
     qs.final_doc = doc
     qs.saved = None
+    qs.final_view = None
     if qs.settings.save:
         failed = int(getattr(session, "testsfailed", 0) or 0)
         if failed and not qs.settings.warn_only:
@@ -36,21 +157,30 @@ def finish_run(qs: Any, session: Any, exitstatus: int) -> None:
             qs.warnings.append(f"baseline {qs.settings.save!r} NOT saved: no test measured anything")
         else:
             qs.saved = qs.save(doc)
-    if qs.settings.json:
-        write_atomic(qs.settings.json, json.dumps(doc, indent=1, sort_keys=True))
+    st = qs.settings
+    if not (st.html or st.json or st.markdown or st.exports):
+        return
+    view = _view(qs, doc, with_history=bool(st.html or st.json))
+    try:
+        write_reports(view, doc, html=st.html, json_path=st.json, markdown=st.markdown, exports=st.exports,
+                      baseline_doc=qs.baseline_doc)
+    except OSError as e:
+        qs.warnings.append(f"could not write a report: {e}; check the path given to --quantperf-html/-json/"
+                           "-markdown/-export")
+        view["summary"]["warnings"] = list(qs.warnings)
+    qs.final_view = view
 
 
 def write_terminal(qs: Any, tr: Any) -> None:
+    """The terminal report at pytest's verbosity (``-q`` / default / ``-v``)."""
+    from .terminal import PytestOut, render
+
     doc = getattr(qs, "final_doc", None) or qs.run_document()
-    tests = doc["tests"]
-    if not tests and not qs.warnings:
-        return
-    tr.write_sep("=", "quantperf")
-    for nid, t in tests.items():
-        tr.write_line(nid)
-        for name, m in t["metrics"].items():
-            tr.write_line(f"  {name:<24} {m['value']:>12.4g} {m['unit']}")
-    for w in qs.warnings:
-        tr.write_line(f"quantperf: {w}")
-    if getattr(qs, "saved", None):
-        tr.write_line(f"quantperf: saved baseline {qs.saved!r} to {qs.settings.storage}")
+    view = getattr(qs, "final_view", None)
+    if view is None:
+        view = _view(qs, doc, with_history=False)
+    view["summary"]["warnings"] = list(qs.warnings)
+    verbose = getattr(tr, "verbosity", None)
+    if verbose is None:
+        verbose = tr.config.option.verbose
+    render(view, PytestOut(tr), int(verbose))
