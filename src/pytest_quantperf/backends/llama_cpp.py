@@ -1,0 +1,102 @@
+"""llama.cpp (``llama-cpp-python``) as a backend: greedy, fixed length, on a GGUF file.
+
+The loop is the low-level one (``Llama.eval`` and the argmax of the last logits) rather than
+``create_completion``: greedy by construction, no sampler state, and EOS cannot end a run early,
+so every run yields exactly ``max_new_tokens`` tokens like the transformers backend does. The
+prompt is evaluated afresh in each run (``reset`` drops the KV cache), so time to first token
+includes the prompt, as it does there.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from . import RunTiming
+
+
+class CpuClock:
+    """Process CPU time over wall time, in percent of one core (threads of llama.cpp included)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self._c0 = 0.0
+        self._t0 = 0.0
+
+    def _cpu(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system
+
+    def start(self) -> None:
+        self._c0 = self._cpu()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self._t0
+        return 100.0 * (self._cpu() - self._c0) / wall if wall > 0 else 0.0
+
+
+class LlamaCppBackend:
+    name = "llama_cpp"
+
+    def __init__(self, lm: Any):
+        import numpy as np
+
+        import llama_cpp
+
+        self.lm = lm
+        self.handle = lm.model
+        self.llama = lm.model.llama
+        self._np = np
+        self._get_logits = llama_cpp.llama_get_logits_ith
+        self._n_vocab = int(self.llama.n_vocab())
+        self._clock = CpuClock()
+
+    def prepare(self, prompts: Sequence[str]) -> Any:
+        from ..measure import MeasurementError
+
+        if len(prompts) != 1:
+            raise MeasurementError(
+                f"the llama_cpp backend generates one sequence at a time; got a batch of {len(prompts)} prompts. "
+                "Pass one prompt (or measure each prompt in its own generate call)")
+        ids = self.lm.tokenizer.encode(prompts[0])
+        if not ids:
+            raise MeasurementError("the prompt is empty after tokenization: give at least one token of text")
+        self.handle.cpu_percent = []
+        return list(ids)
+
+    def prompt_tokens(self, prepared: Any) -> int:
+        return len(prepared)
+
+    def _argmax(self) -> int:
+        ptr = self._get_logits(self.llama.ctx, -1)
+        logits = self._np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+        return int(logits.argmax())
+
+    def run(self, prepared: Any, max_new_tokens: int) -> RunTiming:
+        from ..measure import MeasurementError
+
+        need = len(prepared) + max_new_tokens
+        if need > self.handle.n_ctx:
+            raise MeasurementError(
+                f"prompt ({len(prepared)} tokens) + max_new_tokens ({max_new_tokens}) = {need} exceeds the "
+                f"llama.cpp context n_ctx={self.handle.n_ctx}: load with a larger n_ctx or generate fewer tokens")
+        llama = self.llama
+        out: list[int] = []
+        self._clock.start()
+        t0 = time.perf_counter()
+        llama.reset()
+        llama.eval(prepared)
+        tok = self._argmax()
+        out.append(tok)
+        t_first = time.perf_counter()
+        while len(out) < max_new_tokens:  # EOS does not stop the loop: fixed-length runs
+            llama.eval([tok])
+            tok = self._argmax()
+            out.append(tok)
+        t1 = time.perf_counter()
+        self.handle.cpu_percent.append(self._clock.stop())
+        text = self.lm.tokenizer.decode(out, skip_special_tokens=True)
+        return RunTiming(start=t0, first_token=t_first, end=t1, new_tokens=len(out), batch=1, text=text,
+                         output_ids=tuple(out))
