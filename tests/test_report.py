@@ -138,7 +138,7 @@ def test_long_node_id_is_shortened_in_the_terminal(pytester, monkeypatch):
         "@pytest.mark.parametrize('cfg', ['nf4-bfloat16-double-quant-on-a-long-parameter-id'])\n"
         "def test_generate_speed(quantperf, cfg):\n"
         "    quantperf.record('latency_ms', [1.0, 1.1, 1.2], unit='ms')\n")
-    out = run(pytester, "-p", "no:randomly").stdout.str()
+    out = run(pytester).stdout.str()
     section = out.split("= quantperf =")[1]
     assert "tests_deep/…/test_deep.py::test_generate_speed[nf4-bfloat16-double-quant-on-a-long-parameter-id]" \
         in section

@@ -433,10 +433,12 @@ def cmd_fit(argv: Sequence[str]) -> int:
 
 
 def cmd_ab(argv: Sequence[str]) -> int:
+    import importlib
+
     try:
-        from . import ab
+        ab = importlib.import_module("pytest_quantperf.ab")
     except ModuleNotFoundError as e:
-        if e.name and e.name.endswith("pytest_quantperf.ab"):
+        if e.name in (None, "pytest_quantperf.ab"):
             print("quantperf ab: not available in this installation of pytest-quantperf (the module "
                   "pytest_quantperf.ab is missing); upgrade pytest-quantperf", file=sys.stderr)
             return 2

@@ -24,7 +24,7 @@ def _env() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2"),
                                                                  default_for_string=True, default=True),
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
+                             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.do"], undefined=jinja2.ChainableUndefined)
     env.globals.update(fmt_num=fmt_num, fmt_pct=fmt_pct, short=lambda n: shorten_nodeid(n, 70),
                        value_cell=lambda r: _value_cell(r, 1), stats_cell=_stats_cell, budget_cell=_budget_cell,
                        verdict=_verdict_cell, chg_class=_chg_class, proof_text=proof_text, notable=NOTABLE)
