@@ -59,11 +59,19 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(e)) from None
     role = _role(config)
     device_override = None
+    worker_env = None
     if role == "worker":
+        # xdist: pin this worker to its GPU now, before anything here touches CUDA (scale.py says why
+        # this is early enough), and take the controller's environment so hardware ids agree
         from .scale import pin_worker_gpu
 
-        device_override = pin_worker_gpu(config.workerinput.get("workerid", "gw0"), settings.gpus,
-                                         settings.device)
+        try:
+            device_override = pin_worker_gpu(config.workerinput.get("workerid", "gw0"), settings.gpus,
+                                             settings.device)
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
+        if config.workerinput.get("quantperf_env"):
+            worker_env = json.loads(config.workerinput["quantperf_env"])
     tr = config.pluginmanager.get_plugin("terminalreporter")
 
     def progress(msg: str) -> None:
@@ -72,6 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.stash[SESSION_KEY] = QuantperfSession(settings, role=role, rootdir=str(config.rootpath),
                                                  progress=progress, device_override=device_override)
+    if worker_env is not None:
+        config.stash[SESSION_KEY]._env = worker_env
     if role != "worker":
         config.pluginmanager.register(_Collector(config), "quantperf-collector")
 
@@ -258,3 +268,24 @@ def pytest_configure_node(node: Any) -> None:
     qs = _session(node.config)
     if qs is not None:
         node.workerinput["quantperf_gpus"] = ",".join(str(g) for g in qs.settings.gpus)
+        # one fingerprint for the whole run: a worker pinned to one GPU of an x2 host would
+        # otherwise call its hardware "one H100" and miss the baseline saved as "two H100s"
+        try:
+            node.workerinput["quantperf_env"] = json.dumps(qs.env)
+        except Exception:  # a failed probe must not stop the run; workers fingerprint themselves
+            pass
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under ``--dist loadgroup`` xdist appends ``@group`` to node ids; results keep the plain id,
+    so a grouped run compares with and saves into the same baseline entries as a serial run."""
+    if "@" not in item.nodeid or RECORDER_KEY in item.stash:
+        return
+    from .scale import item_groups, plain_nodeid
+
+    nodeid = plain_nodeid(item.nodeid, item_groups(item))
+    if nodeid != item.nodeid:
+        from .recorder import Recorder
+
+        item.stash[RECORDER_KEY] = Recorder(_session(item.config), nodeid, item.stash.get(BUDGET_KEY, None))
