@@ -112,6 +112,9 @@ def test_compare_regression_exits_1(store, capsys, tmp_path):
     assert "regression" in (tmp_path / "c.md").read_text()
     assert BeautifulSoup((tmp_path / "c.html").read_text(), "html.parser").find("h2", string="Needs attention (1)")
     assert "wrote" in cap.err
+    # the JSON written carries the verdicts: reporting it again shows the same regression
+    assert main(q(store, "report", str(tmp_path / "c.json"), "--markdown", str(tmp_path / "again.md"))) == 0
+    assert "❌ regression" in (tmp_path / "again.md").read_text()
 
 
 def test_compare_same_speed_exits_0(store, capsys):

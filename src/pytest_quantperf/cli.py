@@ -134,7 +134,10 @@ def _compare(args: argparse.Namespace, base: Mapping[str, Any], cur: Mapping[str
 
     comp = compare_runs(base, cur, _tolerances(args), per_test=_per_test_tolerances(cur),
                         gate_cross_hardware=bool(getattr(args, "gate_cross_hardware", False)))
+    from .report.view import with_comparison
+
     cur = dict(cur)
+    cur["tests"] = with_comparison(cur.get("tests") or {}, comp)  # the written JSON carries the verdicts
     cur["baseline"] = {"name": base_name, "hardware_id": comp.baseline_hardware_id,
                        "matched_hardware": comp.same_hardware, "created": base.get("created")}
     return comp, cur
@@ -273,7 +276,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             base = base[0] if base else None
         except Exception:
             base = None
-    name = doc.get("name") or (None if _looks_like_path(args.run) else args.run)
+    # the trend: the run's own baseline name, else the baseline it was compared with (as the plugin does)
+    name = doc.get("name") or (None if _looks_like_path(args.run) else args.run) \
+        or (doc.get("baseline") or {}).get("name")
     view = build_view(doc, baseline_doc=base, comparison=comp, history=_history_for(args, name, doc))
     render(view, _out(args), min(_verbosity(args), -1) if not args.verbose else _verbosity(args),
            title=f"{what}")

@@ -138,9 +138,10 @@ class Charts:
                     xs = sorted((x / ref - 1) * 100 for x in xs_raw if math.isfinite(x))
                     if not xs:
                         continue
-                    if len(xs) >= 4:
-                        q1, med, q3 = _quantile(xs, 0.25), _quantile(xs, 0.5), _quantile(xs, 0.75)
-                        boxes.append((yy, xs[0], q1, med, q3, xs[-1], col))
+                    q1, med, q3 = _quantile(xs, 0.25), _quantile(xs, 0.5), _quantile(xs, 0.75)
+                    if len(xs) < 4:  # too few for quartiles: a median tick and the range only
+                        q1 = q3 = med
+                    boxes.append((yy, xs[0], q1, med, q3, xs[-1], col))
                     n = len(xs)
                     px.extend(xs)
                     py.extend(yy + ((i * 0.618) % 1 - 0.5) * 0.22 for i in range(n))
@@ -159,7 +160,7 @@ class Charts:
                 ax.vlines([b[3] for b in boxes], [b[0] - 0.15 for b in boxes], [b[0] + 0.15 for b in boxes],
                           colors=[b[6] for b in boxes], linewidth=2.0, zorder=3)
             if px:
-                ax.scatter(px, py, s=9, c=pc, alpha=0.8, linewidths=0, zorder=4)
+                ax.scatter(px, py, s=14, c=pc, alpha=0.8, linewidths=0, zorder=4)
             ax.axvline(0, color="#555", linewidth=0.8)
             ax.set_yticks(range(len(rows)))
             ax.set_yticklabels(labels)
@@ -199,7 +200,9 @@ class Charts:
                 step = max(1, math.ceil(len(pts) / 4))
                 ticks = xs[::step]
                 ax.set_xticks(ticks)
-                ax.set_xticklabels([(pts[j].get("created") or "")[5:10] for j in ticks])
+                days = {(p.get("created") or "")[:10] for p in pts}
+                cut = slice(11, 16) if len(days) == 1 else slice(5, 10)  # HH:MM within one day, else MM-DD
+                ax.set_xticklabels([(pts[j].get("created") or "")[cut] for j in ticks])
                 unit = f" ({s['unit']})" if s.get("unit") else ""
                 ax.set_title(_short(s["nodeid"].split("::")[-1], 34) + "\n" + _short(s["metric"], 30) + unit)
                 ax.grid(axis="y", color="#eee")

@@ -285,7 +285,7 @@ def build_view(doc: Mapping[str, Any], *, baseline_doc: Mapping[str, Any] | None
     """
     tests_doc: Mapping[str, Any] = doc.get("tests") or {}
     if comparison is not None:
-        tests_doc = _with_comparison(tests_doc, comparison)
+        tests_doc = with_comparison(tests_doc, comparison)
     base_info = dict(doc.get("baseline") or {}) or None
     base_tests = (baseline_doc or {}).get("tests") or {}
     baseline_known = baseline_doc is not None
@@ -335,7 +335,7 @@ def build_view(doc: Mapping[str, Any], *, baseline_doc: Mapping[str, Any] | None
     return view
 
 
-def _with_comparison(tests_doc: Mapping[str, Any], comparison: Any) -> dict[str, Any]:
+def with_comparison(tests_doc: Mapping[str, Any], comparison: Any) -> dict[str, Any]:
     """A copy of the tests whose baseline verdicts are those of ``comparison`` (budget ones kept)."""
     out: dict[str, Any] = {}
     by_test: dict[str, list[dict[str, Any]]] = {}
