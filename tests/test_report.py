@@ -402,9 +402,6 @@ def test_pytest_benchmark_export_matches_pytest_benchmark_stats(pytester):
             assert b["stats"][field] == getattr(ref, field), field
 
 
-@pytest.mark.xfail(strict=True, reason="plugin.py appends the metrics to the call report's user_properties, but "
-                   "junitxml writes the teardown report's, which come from item.user_properties: the plugin "
-                   "must append to item.user_properties")
 def test_junit_xml_carries_the_metrics_as_properties(pytester):
     pytester.makepyfile(test_suite=FAST)
     r = run(pytester, "--junitxml=junit.xml")

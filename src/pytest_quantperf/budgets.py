@@ -127,7 +127,7 @@ class BudgetCheck:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return f"{v:.6g}"
 
 
 def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list[BudgetCheck]:

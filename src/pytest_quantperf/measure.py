@@ -31,10 +31,11 @@ class SamplingPlan:
     repeat: int | None = None  # None = auto
     warmup: int | None = None  # None = auto (1..max_warmup until settled)
     target_rel_ci: float = 0.02
-    min_repeat: int = 3
+    min_repeat: int = 5
     max_repeat: int = 20
-    max_time_s: float = 30.0
+    max_time_s: float = 10.0
     max_warmup: int = 3
+    warmup_settle: float = 0.25  # a cold run is 2-3x slower; wall time drifts 10-17% between warm runs
     gpu_time_runs: int = 2
 
     @classmethod
@@ -152,6 +153,19 @@ def _cuda_devices(lm: Any) -> list[str]:
     return sorted(devs)
 
 
+def _own_bytes_per_device(lm: Any, cuda_devs: list[str]) -> dict[str, int]:
+    """This model's weight bytes on each GPU (all of its footprint when it sits on one)."""
+    if len(cuda_devs) == 1 and not getattr(lm.model, "hf_device_map", None):
+        return {cuda_devs[0]: int(lm.footprint_bytes)}
+    from .models import per_device_bytes
+
+    out: dict[str, int] = {}
+    for dev, n in per_device_bytes(lm.model).items():
+        key = dev if ":" in dev or not dev.startswith("cuda") else "cuda:0"
+        out[key] = out.get(key, 0) + n
+    return out
+
+
 @contextlib.contextmanager
 def _oom_guard(lm: Any) -> Iterator[None]:
     try:
@@ -193,12 +207,8 @@ def _timing_values(t: RunTiming) -> dict[str, float]:
 
 def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: SamplingPlan, *,
                      nvml: Any = None, bandwidth_gbs: float | None = None,
-                     gpu_time: bool = True, extra_work: Any = None) -> GenerateResult:
-    """Warm up, then time repeated greedy generations; add memory, energy and GPU kernel time.
-
-    ``extra_work`` is a hook for noise experiments (a callable run after each generation inside
-    the timed region): ``benchmarks/noise.py`` injects slowdowns through it.
-    """
+                     gpu_time: bool = True) -> GenerateResult:
+    """Warm up, then time repeated greedy generations; add memory, energy and GPU kernel time."""
     from . import stats
 
     if max_new_tokens < 1:
@@ -212,32 +222,40 @@ def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan:
                          new_tokens=max_new_tokens)
 
     def one_run() -> RunTiming:
-        t = backend.run(prepared, max_new_tokens)
-        if extra_work is not None:
-            extra_work(lm)
-            if hasattr(backend, "sync"):
-                backend.sync()
-            t = RunTiming(t.start, t.first_token, time.perf_counter(), t.new_tokens, t.batch, t.text, t.output_ids)
-        return t
+        return backend.run(prepared, max_new_tokens)
 
     with _oom_guard(lm):
-        # warm-up: the first run is cold (allocator, kernels, caches) and is never timed
+        # warm-up: the first run is cold (allocator, kernels, caches) and is never timed. On CUDA the
+        # profiled runs for GPU kernel time follow it: they warm the same path, and never share a
+        # run with the wall-clock samples.
         warm: list[float] = []
-        n_warm_max = plan.warmup if plan.warmup is not None else plan.max_warmup
-        n_warm_min = plan.warmup if plan.warmup is not None else 1
+        gms: list[float] = []
+        profile = bool(cuda_devs and gpu_time)
+        if plan.warmup != 0 or profile:
+            t = one_run()
+            warm.append(t.end - t.start)
+        if profile:
+            from . import gpu
+
+            for _ in range(max(plan.gpu_time_runs, 1)):
+                gms.append(gpu.gpu_kernel_time_ms(lambda: backend.run(prepared, max_new_tokens)))
+        n_warm_max = plan.warmup if plan.warmup is not None else (1 if profile else plan.max_warmup)
         while len(warm) < n_warm_max:
             t = one_run()
             warm.append(t.end - t.start)
-            if len(warm) >= n_warm_min and plan.warmup is None and len(warm) >= 2 \
-                    and stats.warmup_settled(warm):
+            if plan.warmup is None and stats.warmup_settled(warm, rel=plan.warmup_settle):
                 break
         res.warmup_runs = len(warm)
 
+        others: dict[str, int] = {}
         if cuda_devs:
             import torch
 
+            own = _own_bytes_per_device(lm, cuda_devs)
             for d in cuda_devs:
                 torch.cuda.synchronize(d)
+                # other models cached on the same GPU are not this measurement's memory
+                others[d] = max(torch.cuda.memory_allocated(d) - own.get(d, 0), 0)
                 torch.cuda.reset_peak_memory_stats(d)
         states: list[Any] = []
         proc_mb: list[float] = []
@@ -283,10 +301,11 @@ def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan:
         if cuda_devs:
             import torch
 
-            peaks = {d: torch.cuda.max_memory_allocated(d) / 2**20 for d in cuda_devs}
+            peaks = {d: (torch.cuda.max_memory_allocated(d) - others.get(d, 0)) / 2**20 for d in cuda_devs}
             res.per_device_peak_mb = peaks
             res.values["vram_mb"] = sum(peaks.values())
-            res.values["vram_reserved_mb"] = sum(torch.cuda.max_memory_reserved(d) / 2**20 for d in cuda_devs)
+            res.values["vram_reserved_mb"] = sum(
+                (torch.cuda.max_memory_reserved(d) - others.get(d, 0)) / 2**20 for d in cuda_devs)
             if proc_mb:
                 res.values["nvml_process_mb"] = max(proc_mb)
         if e0 is not None and e1 is not None and total_tokens:
@@ -297,13 +316,7 @@ def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan:
             res.gpu_state = [s.to_dict() if hasattr(s, "to_dict") else dict(vars(s)) for s in states]
             res.flags.extend(gpu.throttle_flags(states))
 
-        # GPU kernel time: profiled runs of their own, never mixed with the wall-clock samples
-        if cuda_devs and gpu_time:
-            from . import gpu
-
-            gms: list[float] = []
-            for _ in range(max(plan.gpu_time_runs, 1)):
-                gms.append(gpu.gpu_kernel_time_ms(lambda: backend.run(prepared, max_new_tokens)))
+        if gms:
             res.samples["gpu_ms"] = gms
             res.samples["gpu_ms_per_token"] = [g / max_new_tokens for g in gms]
             wall = statistics.median(samples["latency_ms"])

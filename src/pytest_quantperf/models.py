@@ -85,14 +85,15 @@ def _jsonable(v: Any) -> Any:
 
 def _freeze(v: Any) -> Any:
     if isinstance(v, Mapping):
-        return tuple(sorted((str(k), _freeze(x)) for k, x in v.items()))
+        return tuple(sorted(((k, _freeze(x)) for k, x in v.items()), key=lambda kv: str(kv[0])))
     if isinstance(v, list):
         return tuple(_freeze(x) for x in v)
     return v
 
 
 def _thaw(v: Any) -> Any:
-    if isinstance(v, tuple) and v and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in v):
+    if isinstance(v, tuple) and v and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], (str, int))
+                                          for x in v):
         return {k: _thaw(x) for k, x in v}
     return v
 
@@ -302,7 +303,8 @@ def resolve_source(spec: ModelSpec, default_model: str | None = None,
     if name == "default":
         name = default_model or "default"
     if name in ("default", DEFAULT_MODEL):
-        return str(gguf_to_safetensors(default_gguf_path(), progress=progress)), {}
+        with _quiet_hf():
+            return str(gguf_to_safetensors(default_gguf_path(), progress=progress)), {}
     if name.startswith("synthetic:"):
         return name, {}
     p = Path(name).expanduser()
@@ -394,7 +396,12 @@ class LoadedModel:
         return replace(self, reference=True)
 
     def summary(self) -> dict[str, Any]:
-        return {"label": self.label, "spec": self.spec.to_dict(), "device": self.device,
+        split = None
+        hf_map = getattr(self.model, "hf_device_map", None)
+        if hf_map and len(set(map(str, hf_map.values()))) > 1:
+            with contextlib.suppress(Exception):
+                split = {k: round(v / 2**20, 1) for k, v in per_device_bytes(self.model).items()}
+        return {"label": self.label, "per_device_mb": split, "spec": self.spec.to_dict(), "device": self.device,
                 "source": self.source, "backend": self.backend,
                 "load_s": round(self.load_s, 3), "footprint_mb": round(self.footprint_mb, 2),
                 "disk_mb": round(self.disk_mb, 2), "reference": self.reference,
@@ -467,6 +474,30 @@ def _seeded_init(model, seed: int) -> None:
                 p.fill_(1.0)
             else:
                 p.uniform_(-0.02, 0.02, generator=g)
+
+
+def _dispatch(model, kwargs: Mapping[str, Any]):
+    """Spread a model built on the host over GPUs (and the CPU) as accelerate's device_map does."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = kwargs.get("device_map")
+    if device_map == "auto" or device_map in ("balanced", "sequential"):
+        device_map = infer_auto_device_map(model, max_memory=kwargs.get("max_memory"),
+                                           no_split_module_classes=getattr(model, "_no_split_modules", None) or [])
+    return dispatch_model(model, device_map=device_map)
+
+
+def per_device_bytes(model) -> dict[str, int]:
+    """Weight bytes per device, for models spread with device_map."""
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() in seen or t.device.type == "meta":
+            continue
+        seen.add(t.data_ptr())
+        key = str(t.device)
+        out[key] = out.get(key, 0) + t.numel() * t.element_size()
+    return out
 
 
 def quantize_in_memory(model, spec: ModelSpec) -> None:
@@ -607,9 +638,32 @@ def measured_weight_bytes(model) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _quiet_hf() -> Iterator[None]:
+    """No tqdm bars inside test output: the plugin prints one progress line per load instead."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except Exception:
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load(spec: ModelSpec, *, default_model: str | None = None, verify: bool = True,
          progress: Callable[[str], None] | None = None) -> LoadedModel:
     """Load (or build) the model a spec describes, measure its real footprint and check it."""
+    with _quiet_hf():
+        return _load(spec, default_model=default_model, verify=verify, progress=progress)
+
+
+def _load(spec: ModelSpec, *, default_model: str | None, verify: bool,
+          progress: Callable[[str], None] | None) -> LoadedModel:
     import torch
 
     if spec.quant in ("int8", "nf4", "fp4") and importlib.util.find_spec("bitsandbytes") is None:
@@ -629,9 +683,14 @@ def load(spec: ModelSpec, *, default_model: str | None = None, verify: bool = Tr
                 dt = torch_dtype("float16" if spec.device.startswith("cuda") and spec.quant != "fp32" else weight_dtype(spec))
                 if spec.quant in ("fp32", "fp16", "bf16"):
                     dt = torch_dtype(spec.quant)
-                with torch.device(spec.device):
+                if multi and spec.quant in ("int8", "nf4", "fp4"):
+                    raise ModelError(f"{spec.label}: device_map with synthetic models works for fp32/fp16/bf16; "
+                                     "quantized synthetic models are built on one device")
+                with torch.device("cpu" if multi else spec.device):
                     model = AutoModelForCausalLM.from_config(cfg, dtype=dt)
                 _seeded_init(model, 0)
+                if multi:
+                    model = _dispatch(model, kwargs)
                 if spec.quant in ("int8", "nf4", "fp4"):
                     quantize_in_memory(model, spec)
                     # unquantized parts follow the compute dtype, as a checkpoint load would

@@ -22,7 +22,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("save", "store this run as baseline NAME (merged, atomic) and append it to the history", metavar="NAME"),
     Opt("storage", "where baselines and history live: a path or an fsspec URL (s3://, gs://, file://, "
         "memory://); default .quantperf under the rootdir", metavar="PATH_OR_URL", cli=True),
-    Opt("tolerance", "regression tolerances, e.g. tokens_per_s=5%,vram_mb=2%,accuracy=0.01 (relative with %, "
+    Opt("tolerance", "regression tolerances, e.g. tokens_per_s=5%%,vram_mb=2%%,accuracy=0.01 (relative with %%, "
         "absolute otherwise); defaults per metric", metavar="SPEC", cli=True),
     Opt("warn-only", "report regressions and budget breaches without failing", action="store_true", default=False),
     Opt("gate-cross-hardware", "let speed and energy gate against a baseline taken on other hardware "
@@ -38,7 +38,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("target-ci", "adaptive sampling stops when the median's relative 95%% CI half-width is below this",
         default="0.02", metavar="FRACTION"),
     Opt("max-time", "adaptive sampling stops after this many seconds of measured runs per measurement",
-        default="30", metavar="SECONDS"),
+        default="10", metavar="SECONDS"),
     Opt("html", "write the HTML report here", metavar="PATH"),
     Opt("json", "write the JSON report here", metavar="PATH"),
     Opt("markdown", "write the Markdown report here (also appended to $GITHUB_STEP_SUMMARY when set)",

@@ -5,6 +5,7 @@ know nothing of pytest. Nothing heavy is imported at load time (no torch, transf
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -75,7 +76,12 @@ def pytest_configure(config: pytest.Config) -> None:
     tr = config.pluginmanager.get_plugin("terminalreporter")
 
     def progress(msg: str) -> None:
-        if tr is not None and config.option.verbose >= 0 and role != "worker":
+        """Loads and conversions take minutes for 7B models: say so, even while output is captured."""
+        if tr is None or config.option.verbose < 0 or role == "worker":
+            return
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        cm = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+        with cm:
             tr.write_line(f"[quantperf] {msg}")
 
     config.stash[SESSION_KEY] = QuantperfSession(settings, role=role, rootdir=str(config.rootpath),
@@ -139,11 +145,32 @@ def quant_model(request: pytest.FixtureRequest):
             spec = make_spec(model, quant, compute_dtype=compute_dtype, double_quant=double_quant, device=dev,
                              trust_remote_code=load_kwargs.pop("trust_remote_code", qs.settings.trust_remote_code),
                              **load_kwargs)
+            _fail_fast_on_vram_budget(request.node, spec, qs)
             return qs.cache.get(spec)
         except ModelError as e:
             _fail_model_error(e)
 
     return load
+
+
+def _fail_fast_on_vram_budget(item: pytest.Item, spec: Any, qs: Any) -> None:
+    """A vram_mb budget that the weights alone exceed fails before a load that cannot fit."""
+    budget = item.stash.get(BUDGET_KEY, None)
+    limit = budget.limits.get("vram_mb") if budget is not None else None
+    if limit is None or not spec.device.startswith("cuda") or dict(spec.load_kwargs).get("device_map"):
+        return
+    from . import fit
+    from .models import resolve_source
+
+    try:
+        src = spec.model if spec.synthetic else resolve_source(spec, qs.settings.model)[0]
+        pred = fit.predict(src, spec.quant, double_quant=bool(spec.double_quant),
+                           compute_dtype=spec.compute_dtype, device=spec.device)
+    except Exception:
+        return  # no prediction: the budget is checked after measuring, as usual
+    if pred.weight_mb > limit:
+        pytest.fail(f"budget vram_mb: {spec.label} needs {pred.weight_mb:.0f} MiB for its weights alone "
+                    f"(predicted from the config before loading), max {limit:g}: not loaded", pytrace=False)
 
 
 @pytest.fixture
@@ -223,7 +250,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             rec.result.outcome = report.outcome
             setattr(report, RESULT_ATTR, json.dumps(rec.result.to_dict()))
             for name, m in rec.result.metrics.items():
-                report.user_properties.append((f"quantperf.{name}", f"{m.value:.6g}{(' ' + m.unit) if m.unit else ''}"))
+                prop = (f"quantperf.{name}", f"{m.value:.6g}{(' ' + m.unit) if m.unit else ''}")
+                report.user_properties.append(prop)
+                item.user_properties.append(prop)  # --junitxml writes the item's properties
     return report
 
 

@@ -61,7 +61,7 @@ class Recorder:
     # ----------------------------------------------------------------- measurements
     def generate(self, lm: Any, prompt: str | Sequence[str] = DEFAULT_PROMPT, max_new_tokens: int = 32, *,
                  repeat: int | str | None = None, warmup: int | str | None = None,
-                 gpu_time: bool = True, extra_work: Any = None) -> GenerateResult:
+                 gpu_time: bool = True) -> GenerateResult:
         """Time greedy generation of exactly ``max_new_tokens`` tokens (a list of prompts = a batch)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         plan: SamplingPlan = self.session.settings.plan
@@ -72,7 +72,7 @@ class Recorder:
             plan = SamplingPlan(**{**plan.__dict__, "repeat": base.repeat, "warmup": base.warmup})
         self._note_model(lm)
         cache_key = None
-        if lm.reference and extra_work is None:
+        if lm.reference:
             cache_key = ("generate", lm.spec, tuple(prompts), max_new_tokens, plan)
             if cache_key in self.session.ref_cache:
                 res = self.session.ref_cache[cache_key]
@@ -81,7 +81,7 @@ class Recorder:
         nvml = self.session.nvml_for(lm.device) if str(lm.device).startswith("cuda") else None
         bw = self.session.bandwidth_for(lm.device) if str(lm.device).startswith("cuda") and gpu_time else None
         res = measure_generate(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bw,
-                               gpu_time=gpu_time, extra_work=extra_work)
+                               gpu_time=gpu_time)
         if cache_key is not None:
             self.session.ref_cache[cache_key] = res
         self._record_generate(lm, res)
@@ -158,7 +158,7 @@ class Recorder:
             n01 = sum(1 for x, y in zip(a, b) if x == 1 and y == 0)
             n10 = sum(1 for x, y in zip(a, b) if x == 0 and y == 1)
             p = stats.mcnemar_exact(n10, n01)
-            lo, hi = stats.paired_bootstrap_diff_ci([y - x for x, y in zip(a, b)])
+            lo, hi = stats.paired_bootstrap_diff_ci(a, b)  # CI of mean(ref - candidate): the drop
             paired = {"p_value": p, "ci": [lo, hi], "ref_only_correct": n10, "cand_only_correct": n01,
                       "drop": statistics.fmean(b) - statistics.fmean(a)}
             if "accuracy" in self.result.metrics:
@@ -192,7 +192,8 @@ class Recorder:
             raise ValueError(f"record: better must be 'lower' or 'higher', got {better!r}")
         if not name.isidentifier():
             raise ValueError(f"record: metric name must be an identifier, got {name!r}")
-        return self._put(None, name, value, unit=unit, better=better)
+        single = isinstance(value, (int, float))
+        return self._put(None, name, value, unit=unit, better=better, kind="exact" if single else "timing")
 
     @property
     def results(self) -> Mapping[str, Metric]:

@@ -75,7 +75,7 @@ class Settings:
                 raise SettingsError(f"--quantperf-gpus: {opts['gpus']!r} is not a list like 0,2,3")
         try:
             target = float(opts.get("target_ci") or 0.02)
-            max_time = float(opts.get("max_time") or 30)
+            max_time = float(opts.get("max_time") or 10)
             if not (0 < target < 1) or max_time <= 0:
                 raise ValueError
         except ValueError:

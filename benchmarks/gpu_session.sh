@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU checks recorded in docs/gpu-results.md, as run on an H100 through a bare machine with
+# torch/transformers/accelerate preinstalled and bitsandbytes + gguf carried as wheels in .whl/.
+# Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1 or 2)
+set -uo pipefail
+PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+export PYTHONUNBUFFERED=1 PYTEST_PLUGINS=pytest_quantperf.plugin QUANTPERF_CACHE=/tmp/qp-cache
+export TRANSFORMERS_VERBOSITY=error
+run() { local name=$1 limit=$2; shift 2; echo "### $name: $*" | tee -a "$OUT/summary.txt";
+        local t=$(date +%s); timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; local rc=$?
+        echo "### $name rc=$rc in $(( $(date +%s) - t ))s" | tee -a "$OUT/summary.txt"; tail -n 40 "$OUT/$name.txt"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
+python3 -c "import torch, transformers, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'bnb', bitsandbytes.__version__)" | tee -a "$OUT/summary.txt"
+if [ "$PART" = 1 ]; then
+  run ttv 200 python3 benchmarks/time_to_verdict.py --skip-nf4-plain --max-time 4 --out "$OUT/ttv"
+  run noise_gpu 260 python3 benchmarks/noise.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 --trials 10 --new-tokens 16 --max-time 3
+  run gpu_tests 100 python3 -m pytest tests/test_gpu.py tests/test_fit.py -m gpu -q -p no:cacheprovider
+else
+  run fp16_vs_4bit 150 python3 -m pytest example_suites/fp16_vs_4bit -q -p no:cacheprovider --quantperf-max-time=5 --quantperf-json="$OUT/fp16_vs_4bit.json"
+  run quant_matrix 200 python3 -m pytest example_suites/quant_matrix -q -p no:cacheprovider --quantperf-max-time=4 --quantperf-json="$OUT/quant_matrix.json"
+  run nf4_options 150 python3 -m pytest example_suites/nf4_options -q -p no:cacheprovider --quantperf-max-time=4
+  run xdist_shared_gpu 120 python3 -m pytest benchmarks/gpu_scale_suite.py -q -p no:cacheprovider -n 2 --quantperf-gpus=0,0 --quantperf-max-time=3 --quantperf-json="$OUT/xdist.json"
+  run device_map 120 python3 benchmarks/device_map_check.py
+fi
