@@ -44,10 +44,8 @@ def fp32(tok):
 @pytest.fixture(scope="module")
 def converted(fp32, tok, tmp_path_factory):
     """The GGUF model as a safetensors directory, so that bitsandbytes can quantize it."""
-    from transformers import AutoModelForCausalLM
-
     out = tmp_path_factory.mktemp("smollm2-safetensors")
-    m = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_NAME)
+    m = fp32  # already dequantized; only its GGUF bookkeeping goes
     m.hf_quantizer = None
     if hasattr(m.config, "quantization_config"):
         del m.config.quantization_config
@@ -76,9 +74,9 @@ def int8(converted):
 
 @pytest.fixture(scope="module")
 def text() -> str:
-    """A short slice of the built-in text (about 350 tokens): keeps the CPU tests fast."""
+    """The opening of the built-in text (150 tokens): keeps the CPU tests fast."""
     t = A.default_text()
-    return t[: t.index("Mr. Bennet made no answer.")] + t[t.index("\"Why, my dear"): t.index("\"What is his name?\"")]
+    return t[: t.index("Mr. Bennet made no answer.")]
 
 
 # ----------------------------------------------------------------------------- perplexity
@@ -131,7 +129,7 @@ def test_perplexity_equals_a_plain_forward_pass(fp32, tok, text, full_ppl):
 
 
 @needs_model
-@pytest.mark.parametrize("max_length, stride", [(128, 64), (100, 100)])
+@pytest.mark.parametrize("max_length, stride", [(64, 32), (50, 50)])
 def test_sliding_window_matches_the_guide_loop(fp32, tok, text, full_ppl, max_length, stride):
     r = A.perplexity(fp32, tok, text, max_length=max_length, stride=stride, batch_size=3)
     expected, n_tokens = _hand_perplexity(fp32, tok, text, max_length, stride)
@@ -200,12 +198,12 @@ def _hand_kl_top1(ref_model, model, tok, text, max_length):
 @pytest.fixture(scope="module")
 def ref_fwd(fp32, tok, text):
     """The reference pass, made once for every model compared with it."""
-    return A.ReferenceForward.build(fp32, tok, [text], max_length=128, max_positions=None)
+    return A.ReferenceForward.build(fp32, tok, [text], max_length=64, max_positions=None)
 
 
 @pytest.fixture(scope="module")
 def ref_topk(fp32, tok, text):
-    return A.ReferenceForward.build(fp32, tok, [text], max_length=128, max_positions=None, top_k=32)
+    return A.ReferenceForward.build(fp32, tok, [text], max_length=64, max_positions=None, top_k=32)
 
 
 @needs_model
@@ -225,7 +223,7 @@ def test_quantized_against_the_reference(quant, request, fp32, tok, text, ref_fw
     # else is in the batch: one window per forward pass there, as the hand computation does
     bs = 1 if quant == "int8" else 8
     c = A.compare(model, None, tok, reference_logprobs=ref_fwd, batch_size=bs)
-    kl, top1, n, ppl, ref_ppl = _hand_kl_top1(fp32, model, tok, text, 128)
+    kl, top1, n, ppl, ref_ppl = _hand_kl_top1(fp32, model, tok, text, 64)
     assert c.n_positions == n
     assert c.kl_div > 1e-4 and c.top1_agreement < 1.0
     assert c.kl_div == pytest.approx(kl, rel=1e-3)

@@ -490,16 +490,8 @@ def _ll_shared(model, enc: Sequence[tuple[list[int], list[int]]], pad: int, batc
     keep_one = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     cache_kw = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
     out = [0.0] * len(enc)
-    k = 0
-    while k < len(keys):
-        # contexts of this batch: up to batch_size continuations (at least one context)
-        chunk = [keys[k]]
-        rows = len(groups[keys[k]])
-        k += 1
-        while k < len(keys) and rows + len(groups[keys[k]]) <= batch_size:
-            chunk.append(keys[k])
-            rows += len(groups[keys[k]])
-            k += 1
+    for picked in _batches([len(c) - 1 for c in keys], batch_size):
+        chunk = [keys[g] for g in picked]
         # 1) every context but its last token, right-padded: fills the cache
         width = max(len(c) - 1 for c in chunk)
         ids1 = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -547,7 +539,9 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], *, bat
     Token ids are lm-eval's (see :func:`_encode_pair`); inputs longer than the model's context
     lose tokens on the left, as lm-eval truncates them. With ``share_context`` the continuations
     of one context reuse its key/value cache (same figures up to float rounding, ~3x faster);
-    without, every pair is its own sequence, exactly as lm-eval runs it.
+    without, every pair is its own sequence, exactly as lm-eval runs it. ``batch_size`` is the
+    number of sequences per forward pass: of contexts when they are shared (their continuations
+    then go through together in a second pass), else of (context + continuation) pairs.
     """
     import torch
 
