@@ -19,12 +19,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'bnb', bitsandbytes.__version__)" | tee -a "$OUT/summary.txt"
 if [ "$PART" = 1 ]; then
   run ttv 200 python3 benchmarks/time_to_verdict.py --skip-nf4-plain --max-time 4 --out "$OUT/ttv"
-  run noise_gpu 260 python3 benchmarks/noise.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 --trials 10 --new-tokens 16 --max-time 3
+  run noise_gpu 330 python3 benchmarks/noise.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 --trials 10 --new-tokens 8 --max-time 2 --json "$OUT/noise_gpu.json"
+elif [ "$PART" = 3 ]; then
   run gpu_tests 100 python3 -m pytest tests/test_gpu.py tests/test_fit.py -m gpu -q -p no:cacheprovider
-else
+fi
+if [ "$PART" = 3 ]; then
+  run xdist_shared_gpu 150 python3 -m pytest benchmarks/gpu_scale_suite.py -q -s -p no:cacheprovider -n 2 --quantperf-gpus=0,0 --quantperf-max-time=3 --quantperf-json="$OUT/xdist.json"
+  run serial 150 python3 -m pytest benchmarks/gpu_scale_suite.py -q -s -p no:cacheprovider --quantperf-max-time=3 --quantperf-json="$OUT/serial.json"
+  run device_map 150 python3 benchmarks/device_map_check.py
+fi
+if [ "$PART" = 2 ]; then
   run fp16_vs_4bit 150 python3 -m pytest example_suites/fp16_vs_4bit -q -p no:cacheprovider --quantperf-max-time=5 --quantperf-json="$OUT/fp16_vs_4bit.json"
   run quant_matrix 200 python3 -m pytest example_suites/quant_matrix -q -p no:cacheprovider --quantperf-max-time=4 --quantperf-json="$OUT/quant_matrix.json"
   run nf4_options 150 python3 -m pytest example_suites/nf4_options -q -p no:cacheprovider --quantperf-max-time=4
-  run xdist_shared_gpu 120 python3 -m pytest benchmarks/gpu_scale_suite.py -q -p no:cacheprovider -n 2 --quantperf-gpus=0,0 --quantperf-max-time=3 --quantperf-json="$OUT/xdist.json"
-  run device_map 120 python3 benchmarks/device_map_check.py
 fi

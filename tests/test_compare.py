@@ -305,3 +305,28 @@ def test_compare_runs_other_hardware():
     assert by["latency_ms"].cross_hardware and not by["latency_ms"].gating
     assert by["vram_mb"].gating
     assert compare_runs(base, cur, {}, gate_cross_hardware=True).counts["gating"] == 2
+
+
+def test_kernel_time_guard_keeps_wall_clock_drift_from_failing():
+    """GPU kernel time steady, wall time 25% slower: host-side, reported but not gating."""
+    from pytest_quantperf.compare import DEFAULT_TOLERANCES, compare_metric, kernel_time_guard
+    from pytest_quantperf.results import make_metric
+
+    wall_b = make_metric("latency_ms", [100, 101, 99, 100, 102, 98, 100, 101])
+    wall_c = make_metric("latency_ms", [125, 126, 124, 125, 127, 123, 125, 126])
+    gpu_b = make_metric("gpu_ms_per_token", [7.700, 7.701])
+    gpu_c = make_metric("gpu_ms_per_token", [7.702, 7.701])
+    gpu_slow = make_metric("gpu_ms_per_token", [8.10, 8.101])
+    v_wall = compare_metric("t", "latency_ms", wall_b, wall_c, DEFAULT_TOLERANCES["latency_ms"], same_hardware=True)
+    assert v_wall.status == "regression" and v_wall.gating
+    v_gpu = compare_metric("t", "gpu_ms_per_token", gpu_b, gpu_c, DEFAULT_TOLERANCES["gpu_ms_per_token"],
+                           same_hardware=True)
+    guarded = {v.metric: v for v in kernel_time_guard([v_wall, v_gpu])}
+    assert guarded["latency_ms"].status == "inconclusive" and not guarded["latency_ms"].gating
+    assert "GPU kernel time unchanged" in guarded["latency_ms"].message
+    # a real GPU-side slowdown (+5% kernel time, 1% tolerance) is a regression with two samples a side
+    v_slow = compare_metric("t", "gpu_ms_per_token", gpu_b, gpu_slow, DEFAULT_TOLERANCES["gpu_ms_per_token"],
+                            same_hardware=True)
+    assert v_slow.status == "regression" and v_slow.gating
+    kept = {v.metric: v for v in kernel_time_guard([v_wall, v_slow])}
+    assert kept["latency_ms"].status == "regression"

@@ -211,7 +211,7 @@ class Judgement:
 
 def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
     """Budgets first, then the baseline: one line per breach or regression."""
-    from .compare import DEFAULT_TOLERANCES, compare_metric, parse_tolerance
+    from .compare import compare_metric, parse_tolerance, tolerance_for
 
     j = Judgement()
     if not result.metrics and not budget.limits:
@@ -224,26 +224,23 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
             j.warnings.append("budget " + chk.message)
     base = session.baseline_test(result.nodeid)
     if base is not None:
+        from .compare import kernel_time_guard
         from .results import Metric as _M
+
+        found = []
+        per_test = {result.nodeid: {k: parse_tolerance(v) for k, v in budget.tolerance.items()}}
 
         accepted = ((session.baseline_doc or {}).get("accepted") or {}).get(result.nodeid, {})
         for name, cur in result.metrics.items():
             bm = (base.get("metrics") or {}).get(name)
             if bm is None:
                 continue
-            tol = None
-            if name in budget.tolerance:
-                tol = parse_tolerance(budget.tolerance[name])
-            elif name.split("[")[0].removeprefix("ref.") in session.settings.tolerance:
-                tol = session.settings.tolerance[name.split("[")[0].removeprefix("ref.")]
-            else:
-                tol = DEFAULT_TOLERANCES.get(name.split("[")[0].removeprefix("ref."))
-                if tol is None:
-                    tol = parse_tolerance("10%")
-            v = compare_metric(result.nodeid, name, _M.from_dict(bm), cur, tol,
-                               same_hardware=bool(session.baseline_matched_hw),
-                               gate_cross_hardware=session.settings.gate_cross_hardware,
-                               accepted=accepted.get(name))
+            tol = tolerance_for(result.nodeid, name, session.settings.tolerance, per_test)
+            found.append(compare_metric(result.nodeid, name, _M.from_dict(bm), cur, tol,
+                                        same_hardware=bool(session.baseline_matched_hw),
+                                        gate_cross_hardware=session.settings.gate_cross_hardware,
+                                        accepted=accepted.get(name)))
+        for v in kernel_time_guard(found):
             d = v.to_dict()
             d["source"] = "baseline"
             j.verdicts.append(d)
