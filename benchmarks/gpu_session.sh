@@ -21,6 +21,7 @@ if [ "$PART" = 1 ]; then
   run ttv 200 python3 benchmarks/time_to_verdict.py --skip-nf4-plain --max-time 4 --out "$OUT/ttv"
   run noise_gpu 330 python3 benchmarks/noise.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 --trials 10 --new-tokens 8 --max-time 2 --json "$OUT/noise_gpu.json"
 elif [ "$PART" = 3 ]; then
+  run ttv16 150 python3 benchmarks/time_to_verdict.py --skip-nf4-plain --max-time 4 --new-tokens 16 --out "$OUT/ttv16"
   run gpu_tests 100 python3 -m pytest tests/test_gpu.py tests/test_fit.py -m gpu -q -p no:cacheprovider
 fi
 if [ "$PART" = 3 ]; then

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     t_run = time.perf_counter()
     rc = pytest.main([d, "-q", "-p", "no:cacheprovider", f"--quantperf-json={js}",
                       f"--quantperf-html={os.path.join(out, 'time_to_verdict.html')}",
-                      f"--quantperf-max-time={a.max_time}", "--rootdir", d])
+                      f"--quantperf-max-time={a.max_time}", "--rootdir", d, "--durations=0"])
     t_end = time.perf_counter()
     doc = json.load(open(js))
     load = meas = 0.0
