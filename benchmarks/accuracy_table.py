@@ -2,7 +2,8 @@
 
 For fp32, bf16, int8, nf4 and fp4 it prints: perplexity on the built-in reference text,
 accuracy / accuracy_norm on the built-in multiple-choice set, KL divergence and top-1 agreement
-against fp32 (the reference pass made once), and the wall time of those figures for each model.
+against fp32 (the reference pass made once), and the wall time of those figures for each model
+(with the host's 1-minute load average: other work on the machine slows them down).
 
     python benchmarks/accuracy_table.py                 # all five, Markdown table
     python benchmarks/accuracy_table.py --quants fp32 nf4 --mc-limit 40
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             t2 = time.perf_counter()
             cmp = A.compare_with(model, ref)
             t3 = time.perf_counter()
-            rows.append((quant, ppl, mc, cmp, t1 - t0, t2 - t1, t3 - t2))
+            loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            rows.append((quant, ppl, mc, cmp, t1 - t0, t2 - t1, t3 - t2, loadavg))
             print(f"{quant}: ppl {ppl.perplexity:.3f} acc {mc.accuracy:.3f} kl {cmp.kl_div:.5f} "
                   f"top1 {cmp.top1_agreement:.4f} in {t3 - t0:.1f} s", file=sys.stderr)
             if model is not reference:
@@ -106,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
           f"set, {rows[0][2].n} questions; KL / top-1 vs fp32 on {ref.n_positions} positions "
           f"(windows of {ref.max_length}); reference pass {ref_s:.1f} s, made once.\n")
     print("| quant | perplexity | accuracy | accuracy_norm | KL vs fp32 (nats) | top-1 vs fp32 "
-          "| ppl ratio | time ppl / mc / compare (s) | time total (s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for quant, ppl, mc, cmp, tp, tm, tc in rows:
+          "| ppl ratio | time ppl / mc / compare (s) | time total (s) | load avg |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for quant, ppl, mc, cmp, tp, tm, tc, loadavg in rows:
         print(f"| {quant} | {ppl.perplexity:.3f} | {mc.accuracy:.3f} | {mc.accuracy_norm:.3f} | "
               f"{cmp.kl_div:.5f} | {cmp.top1_agreement:.4f} | {cmp.perplexity_ratio:.4f} | "
-              f"{tp:.1f} / {tm:.1f} / {tc:.1f} | {tp + tm + tc:.1f} |")
+              f"{tp:.1f} / {tm:.1f} / {tc:.1f} | {tp + tm + tc:.1f} | {loadavg:.1f} |")
     return 0
 
 

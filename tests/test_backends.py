@@ -26,7 +26,8 @@ needs_mlx = pytest.mark.skipif(MLX_SKIP is not None, reason=MLX_SKIP or "")
 def gguf_lm():
     if LLAMA_SKIP:
         pytest.skip(LLAMA_SKIP)
-    lm = loaders.load_gguf("default", n_ctx=512)
+    # one thread: ggml's spinning thread barrier crawls when other processes hold the cores
+    lm = loaders.load_gguf("default", n_ctx=512, n_threads=1)
     yield lm
     lm.model.close()
 
@@ -158,7 +159,7 @@ def test_through_pytest_with_a_fixture_of_ones_own(pytester, run_quantperf):
 
         @pytest.fixture(scope="session")
         def gguf_model():
-            return loaders.load_gguf("default", n_ctx=256)
+            return loaders.load_gguf("default", n_ctx=256, n_threads=1)
         """)
     pytester.makepyfile(
         """
