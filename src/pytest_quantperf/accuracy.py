@@ -95,7 +95,7 @@ def _forward_logits(model, rows: Sequence[Sequence[int]], pad_id: int):
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
         mask[i, : len(r)] = 1
-    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev))
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
     return out.logits
 
 
