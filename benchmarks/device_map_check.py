@@ -23,7 +23,7 @@ def test_spread(quant_model, quantperf, placement):
         mm = {{i: "{per_gpu}" for i in range(n)}}
         mm["cpu"] = "100GiB"
         kw = dict(device_map="auto", max_memory=mm)
-    lm = quant_model("{model}", quant="fp16", **kw)
+    lm = quant_model("{model}", quant="{quant}", **kw)
     quantperf.generate(lm, "x" * 32, max_new_tokens=16)
     print("\\nSUMMARY", placement, json.dumps(lm.summary()["per_device_mb"]), lm.footprint_mb)
 '''
@@ -32,7 +32,8 @@ if __name__ == "__main__":
     d = tempfile.mkdtemp()
     per_gpu = os.environ.get("QP_PER_GPU", "8GiB")
     model = os.environ.get("QP_MODEL", "synthetic:mistral-7b")
-    open(os.path.join(d, "test_dm.py"), "w").write(textwrap.dedent(SUITE.format(per_gpu=per_gpu, model=model)))
+    quant = os.environ.get("QP_QUANT", "fp16")
+    open(os.path.join(d, "test_dm.py"), "w").write(textwrap.dedent(SUITE.format(per_gpu=per_gpu, model=model, quant=quant)))
     js = os.path.join(d, "out.json")
     rc = pytest.main([d, "-q", "-s", "-p", "no:cacheprovider", "--quantperf-max-time=4", f"--quantperf-json={js}"])
     doc = json.load(open(js))

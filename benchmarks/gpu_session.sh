@@ -30,7 +30,9 @@ if [ "$PART" = 3 ]; then
   run device_map 150 python3 benchmarks/device_map_check.py
 fi
 if [ "$PART" = 2 ]; then
-  run fp16_vs_4bit 150 python3 -m pytest example_suites/fp16_vs_4bit -q -p no:cacheprovider --quantperf-max-time=5 --quantperf-json="$OUT/fp16_vs_4bit.json"
-  run quant_matrix 200 python3 -m pytest example_suites/quant_matrix -q -p no:cacheprovider --quantperf-max-time=4 --quantperf-json="$OUT/quant_matrix.json"
-  run nf4_options 150 python3 -m pytest example_suites/nf4_options -q -p no:cacheprovider --quantperf-max-time=4
+  QP_PER_GPU=6GiB run device_map 150 python3 benchmarks/device_map_check.py
+  run xdist_shared_gpu 110 python3 -m pytest benchmarks/gpu_scale_suite.py -q -s -p no:cacheprovider -n 2 --quantperf-gpus=0,0 -k "fp16 or nf4-dq" --quantperf-max-time=2 --quantperf-json="$OUT/xdist.json"
+  run fp16_vs_4bit 110 python3 -m pytest example_suites/fp16_vs_4bit -q -s -p no:cacheprovider --quantperf-max-time=2 --quantperf-json="$OUT/fp16_vs_4bit.json"
+  run nf4_options 120 python3 -m pytest example_suites/nf4_options -q -s -p no:cacheprovider --quantperf-max-time=2
+  run quant_matrix 90 python3 -m pytest example_suites/quant_matrix -q -s -p no:cacheprovider --quantperf-max-time=2 -x --matrix-csv="$OUT/quant_matrix.csv"
 fi

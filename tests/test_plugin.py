@@ -159,3 +159,31 @@ def test_user_metrics_and_model_errors(pytester, run_quantperf):
         "*ModelError: unknown quant 'int4': use one of fp32, fp16, bf16, int8, nf4, fp4*",
         "*AccuracyRefused: perplexity on synthetic:smollm2-135m/bf16 refused: synthetic models have random weights*",
     ])
+
+
+def test_llama_cpp_backend_through_the_fixture(pytester, run_quantperf):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra 'gguf')")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.quant_budget(tokens_per_s=0.1, footprint_mb=120)
+        def test_gguf(quant_model, quantperf):
+            lm = quant_model("default", backend="llama_cpp", n_threads=1)
+            r = quantperf.generate(lm, "The capital of France is", max_new_tokens=6)
+            assert r.new_tokens == 6 and lm.backend == "llama_cpp"
+            assert quant_model("default", backend="llama_cpp", n_threads=1) is lm   # cached
+
+        def test_gguf_accuracy_refused(quant_model, quantperf):
+            quantperf.perplexity(quant_model("default", backend="llama_cpp", n_threads=1))
+
+        def test_gguf_quant_refused(quant_model):
+            quant_model("default", quant="nf4", backend="llama_cpp")
+        """
+    )
+    r = run_quantperf()
+    r.assert_outcomes(passed=1, failed=2)
+    r.stdout.fnmatch_lines([
+        "*AccuracyRefused: perplexity on * refused: accuracy metrics run on transformers models*",
+        "*quant/compute_dtype/double_quant do not apply to backend='llama_cpp'*",
+    ])

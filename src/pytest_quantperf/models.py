@@ -488,15 +488,30 @@ def _dispatch(model, kwargs: Mapping[str, Any]):
 
 
 def per_device_bytes(model) -> dict[str, int]:
-    """Weight bytes per device, for models spread with device_map."""
+    """Weight bytes per device, for models spread with device_map.
+
+    Modules that accelerate offloads to the CPU keep meta tensors in the model and the real
+    weights in their hook's ``weights_map``: those bytes count for "cpu".
+    """
     out: dict[str, int] = {}
     seen: set[int] = set()
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() in seen or t.device.type == "meta":
-            continue
-        seen.add(t.data_ptr())
-        key = str(t.device)
-        out[key] = out.get(key, 0) + t.numel() * t.element_size()
+    for m in model.modules():
+        wm = getattr(getattr(m, "_hf_hook", None), "weights_map", None)
+        for name, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            if t.device.type == "meta":
+                if wm is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    real = wm[name]
+                    if id(real) not in seen:
+                        seen.add(id(real))
+                        out[str(real.device)] = out.get(str(real.device), 0) + real.numel() * real.element_size()
+                continue
+            if t.data_ptr() in seen:
+                continue
+            seen.add(t.data_ptr())
+            key = str(t.device)
+            out[key] = out.get(key, 0) + t.numel() * t.element_size()
     return out
 
 
@@ -734,6 +749,8 @@ def _load(spec: ModelSpec, *, default_model: str | None, verify: bool,
     load_s = time.perf_counter() - t0
     if spec.device.startswith("cuda") and not multi:
         footprint = delta[0] if delta[0] > 0 else measured_weight_bytes(model)
+    elif multi:
+        footprint = sum(per_device_bytes(model).values())  # offloaded weights live in hooks, not the model
     else:
         footprint = measured_weight_bytes(model)
     summary = inspect_quantization(model, spec, footprint)

@@ -140,6 +140,9 @@ def quant_model(request: pytest.FixtureRequest):
              double_quant: bool | None = None, device: str | None = None, **load_kwargs: Any):
         from .models import ModelError, make_spec, resolve_device
 
+        backend = load_kwargs.pop("backend", "transformers")
+        if backend != "transformers":
+            return _load_other_backend(qs, backend, model, quant, compute_dtype, double_quant, load_kwargs)
         try:
             dev = qs.device if device is None else resolve_device(device)
             spec = make_spec(model, quant, compute_dtype=compute_dtype, double_quant=double_quant, device=dev,
@@ -151,6 +154,28 @@ def quant_model(request: pytest.FixtureRequest):
             _fail_model_error(e)
 
     return load
+
+
+def _load_other_backend(qs: Any, backend: str, model: str, quant: str, compute_dtype: Any, double_quant: Any,
+                        load_kwargs: dict[str, Any]) -> Any:
+    """llama.cpp (GGUF files) or MLX behind the same handle, measurements and budgets."""
+    from . import loaders
+    from .models import ModelError
+
+    if quant != "fp16" or compute_dtype or double_quant:
+        _fail_model_error(ModelError(
+            f"quant/compute_dtype/double_quant do not apply to backend={backend!r}: the GGUF file decides "
+            "(llama_cpp); use quantize_bits= (mlx)"))
+    key = (backend, model, tuple(sorted((k, repr(v)) for k, v in load_kwargs.items())))
+    if key not in qs.backend_models:
+        try:
+            qs.backend_models[key] = loaders.load_with_backend(backend, model, default_model=qs.settings.model,
+                                                               progress=qs.progress, **load_kwargs)
+        except loaders.BackendUnavailable as e:
+            pytest.skip(str(e))
+        except (ModelError, ValueError, OSError) as e:
+            _fail_model_error(e)
+    return qs.backend_models[key]
 
 
 def _fail_fast_on_vram_budget(item: pytest.Item, spec: Any, qs: Any) -> None:

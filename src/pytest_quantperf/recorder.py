@@ -104,6 +104,11 @@ class Recorder:
             self.result.models.setdefault(lm.label, {})["gpu_state"] = res.gpu_state
 
     def _refuse_synthetic(self, lm: Any, what: str) -> None:
+        if getattr(lm, "backend", "transformers") != "transformers":
+            raise AccuracyRefused(
+                f"{what} on {lm.label} refused: accuracy metrics run on transformers models; the "
+                f"{lm.backend} backend measures speed and memory only. Load the same weights with quant_model() "
+                "for perplexity, multiple choice and agreement")
         if getattr(lm, "synthetic", False):
             raise AccuracyRefused(
                 f"{what} on {lm.label} refused: synthetic models have random weights, so accuracy, perplexity "

@@ -118,7 +118,8 @@ class QuantperfSession:
         self.cache = ModelCache(default_model=settings.model, progress=progress)
         self.results: dict[str, TestResult] = {}
         self.order: list[str] = []
-        self.ref_cache: dict[Any, list[Any]] = {}
+        self.ref_cache: dict[Any, Any] = {}
+        self.backend_models: dict[Any, Any] = {}  # llama.cpp / MLX handles, by backend, model and options
         self.bandwidth: dict[str, float] = {}
         self._nvml: dict[str, Any] = {}
         self._device: str | None = device_override
