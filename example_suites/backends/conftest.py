@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from pytest_quantperf.suite import markdown_table
+
 from pytest_quantperf import loaders
 
 ROWS = pytest.StashKey[dict]()
@@ -88,10 +90,5 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     rows = config.stash.get(ROWS, None)
     if not rows:
         return
-    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     terminalreporter.write_sep("=", "backends")
-    terminalreporter.write_line("| backend | " + " | ".join(cols) + " |")
-    terminalreporter.write_line("|---" * (len(cols) + 1) + "|")
-    for k, r in rows.items():
-        terminalreporter.write_line(f"| {k} | " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
+    terminalreporter.write_line(markdown_table(rows, "backend"))

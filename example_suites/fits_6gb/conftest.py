@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-
-def on_gpu(config: pytest.Config) -> bool:
-    import torch
-
-    return torch.cuda.is_available() and config.getoption("quantperf_device") != "cpu"
+from pytest_quantperf.suite import default_suite_model
 
 
 @pytest.fixture(scope="session")
 def suite_model(pytestconfig: pytest.Config) -> str:
-    if pytestconfig.getoption("quantperf_model"):
-        return "default"
-    return "synthetic:mistral-7b" if on_gpu(pytestconfig) else "default"
+    return default_suite_model(pytestconfig)
 
 
 @pytest.fixture(scope="session")

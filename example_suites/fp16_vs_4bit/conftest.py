@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_quantperf.suite import default_suite_model, markdown_table, on_gpu
+
 ROWS = pytest.StashKey[dict]()
-
-
-def on_gpu(config: pytest.Config) -> bool:
-    import torch
-
-    return torch.cuda.is_available() and config.getoption("quantperf_device") != "cpu"
 
 
 @pytest.fixture(scope="session")
 def suite_model(pytestconfig: pytest.Config) -> str:
-    if pytestconfig.getoption("quantperf_model"):
-        return "default"  # "default" resolves to --quantperf-model
-    return "synthetic:mistral-7b" if on_gpu(pytestconfig) else "default"
+    return default_suite_model(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -56,16 +50,8 @@ def size_on_disk_mb(lm, tmp_path) -> tuple[float, str]:
     return sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors") / 2**20, "saved"
 
 
-def markdown(rows: dict, first: str) -> str:
-    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {k} | " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for k, r in rows.items()]
-    return "\n".join(lines)
-
-
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     rows = config.stash.get(ROWS, None)
     if rows:
         terminalreporter.write_sep("=", "fp16_vs_4bit")
-        terminalreporter.write_line(markdown(rows, "model"))
+        terminalreporter.write_line(markdown_table(rows, "model"))

@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+from pytest_quantperf.suite import default_suite_model
+
 ROWS = pytest.StashKey[dict]()
 
 
@@ -18,17 +20,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="write the quant matrix (configuration × metric) as CSV to PATH")
 
 
-def on_gpu(config: pytest.Config) -> bool:
-    import torch
-
-    return torch.cuda.is_available() and config.getoption("quantperf_device") != "cpu"
-
-
 @pytest.fixture(scope="session")
 def suite_model(pytestconfig: pytest.Config) -> str:
-    if pytestconfig.getoption("quantperf_model"):
-        return "default"  # "default" resolves to --quantperf-model
-    return "synthetic:mistral-7b" if on_gpu(pytestconfig) else "default"
+    return default_suite_model(pytestconfig)
 
 
 @pytest.fixture
