@@ -639,18 +639,9 @@ def verify_quantization(summary: QuantSummary, spec: ModelSpec, *, footprint_tol
 
 def measured_weight_bytes(model) -> int:
     """Bytes the weights really occupy, bitsandbytes' quantization state included."""
-    with contextlib.suppress(Exception):
-        from . import fit
+    from . import fit
 
-        return int(fit.measured_weight_bytes(model))
-    seen: set[int] = set()
-    total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() in seen:
-            continue
-        seen.add(t.data_ptr())
-        total += t.numel() * t.element_size()
-    return total
+    return int(fit.measured_weight_bytes(model))
 
 
 @contextlib.contextmanager

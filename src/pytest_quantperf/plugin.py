@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from typing import Any
 
 import pytest
@@ -237,12 +236,12 @@ def pytest_runtest_call(item: pytest.Item):
     """After the test body: budgets, then the baseline; a breach or regression fails this test."""
     try:
         out = yield
-    except BaseException as exc:
+    except BaseException:
         # the body failed: still keep what it measured (OOM inside a measurement, an assert)
         rec = item.stash.get(RECORDER_KEY, None)
         if rec is not None:
             rec.result.outcome = "failed"
-        raise exc
+        raise
     rec = item.stash.get(RECORDER_KEY, None)
     budget = item.stash.get(BUDGET_KEY, None)
     if rec is None and budget is None:

@@ -134,12 +134,9 @@ class QuantperfSession:
     @property
     def device(self) -> str:
         if self._device is None:
-            from .models import ModelError, resolve_device
+            from .models import resolve_device
 
-            try:
-                self._device = resolve_device(self.settings.device)
-            except ModelError:
-                raise
+            self._device = resolve_device(self.settings.device)
         return self._device
 
     @property
@@ -207,8 +204,7 @@ class QuantperfSession:
 
     # ----------------------------------------------------------------- tests
     def new_result(self, nodeid: str) -> TestResult:
-        r = TestResult(nodeid=nodeid)
-        return r
+        return TestResult(nodeid=nodeid)
 
     def collect(self, result: TestResult) -> None:
         if result.nodeid not in self.results:
