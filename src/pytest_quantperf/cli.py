@@ -132,8 +132,14 @@ def _per_test_tolerances(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def _compare(args: argparse.Namespace, base: Mapping[str, Any], cur: Mapping[str, Any], base_name: str):
     from .compare import compare_runs
 
+    history = None
+    if not _looks_like_path(base_name):
+        try:  # saved runs of the baseline's name measure the run-to-run spread, as in the plugin
+            history = _storage(args).history(base_name, skip_invalid=True)
+        except Exception:
+            history = None
     comp = compare_runs(base, cur, _tolerances(args), per_test=_per_test_tolerances(cur),
-                        gate_cross_hardware=bool(getattr(args, "gate_cross_hardware", False)))
+                        gate_cross_hardware=bool(getattr(args, "gate_cross_hardware", False)), history=history)
     from .report.view import with_comparison
 
     cur = dict(cur)

@@ -212,6 +212,7 @@ class Verdict:
     ci_of: str | None = None
     accepted: Mapping[str, Any] | None = None
     source: str = "baseline"
+    evidence: str = ""  # statistical kinds: "history" (measured run-to-run spread) or "assumed"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -295,14 +296,22 @@ def _finish(nodeid: str, name: str, status: str, base: Metric, cur: Metric, tol:
 def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Tolerance, *,
                    same_hardware: bool, gate_cross_hardware: bool = False, alpha: float = 0.01,
                    accepted: Mapping[str, Any] | None = None, conf: float = 0.95,
-                   n_boot: int = 2000, seed: int = 0) -> Verdict:
-    """Judge one metric of one test against its baseline by the rules of this module."""
+                   n_boot: int = 2000, seed: int = 0, history: Sequence[float] = ()) -> Verdict:
+    """Judge one metric of one test against its baseline by the rules of this module.
+
+    ``history``: this metric's figure in earlier saved runs of the baseline (same name and
+    hardware), from which the run-to-run spread of the statistical kinds is measured.
+    """
     kind = cur.kind or base.kind
     better = cur.better
     common = dict(hardware_bound=kind in HARDWARE_KINDS, same_hardware=same_hardware,
                   gate_cross_hardware=gate_cross_hardware, accepted=accepted)
     if better not in (LOWER, HIGHER) or kind == "info":
         return _finish(nodeid, name, "not_gated", base, cur, tol, **common)
+    if not metric_info(name).gated:
+        return _finish(nodeid, name, "not_gated", base, cur, tol,
+                       detail="(depends on what else the session holds: shown and budgeted, not compared)",
+                       **common)
     b, c = base.value, cur.value
     if not (math.isfinite(b) and math.isfinite(c)):
         return _finish(nodeid, name, "inconclusive", base, cur, tol,
@@ -312,55 +321,32 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
 
     if kind in STAT_KINDS:
         bs, cs = _values(base), _values(cur)
-        detectable = stats.min_detectable_change(bs, cs, alpha)
-        det = detectable if math.isfinite(detectable) else None
         rel_tol = tol.value if tol.relative else (tol.value / abs(b) if b else math.inf)
+        info = metric_info(name)
+        rl = stats.run_level_change(b, c, rel_tol=rel_tol, history=history, prior_spread=info.run_spread,
+                                    base_samples=bs, cur_samples=cs, alpha=alpha)
+        evidence = "history" if rl.source == "history" else "assumed"
+        spread = (f"run-to-run spread ±{rl.spread * 100:.2g}% from {rl.n_runs} saved runs" if evidence == "history"
+                  else f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: no run history yet")
+        det = rl.detectable if math.isfinite(rl.detectable) else None
+        ci = rl.ci if all(math.isfinite(x) for x in rl.ci) else None
+        kw = dict(p_value=rl.p_value if math.isfinite(rl.p_value) else None, ci=ci, ci_of="change",
+                  detectable=det, evidence=evidence)
+        ci_txt = f", {1 - 2 * alpha:.0%} CI of change [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
         if beyond:
-            eff = abs(c - b) / abs(b) if b else rel_tol
-            if kind == "gpu_timing" and len(bs) >= 2 and len(cs) >= 2 and _steady(bs, cs, rel_tol):
-                # kernel time repeats to ~0.1%: when every sample on both sides agrees far closer than the
-                # tolerance, the change itself is beyond noise and is compared directly
+            if math.isfinite(rl.p_value) and rl.p_value < alpha:
                 status = "regression" if worse else "improvement"
-                return _finish(nodeid, name, status, base, cur, tol, detectable=det,
-                               detail=(f"(kernel time: every sample within {_spread(bs + cs) * 100:.2f}% of its side's "
-                                       f"median, under a third of the tolerance)"), **common)
-            if len(bs) < 3 or len(cs) < 3:
-                need = stats.samples_needed(bs, cs, eff, alpha)
-                return _finish(nodeid, name, "inconclusive", base, cur, tol, detectable=det,
-                               samples_needed=need,
-                               detail=f"(only {len(bs)} vs {len(cs)} samples; ~{need} per side would settle it)",
-                               **common)
-            alt = "greater" if c > b else "less"
-            p = stats.mann_whitney(cs, bs, alt)
-            # a one-sided test at alpha matches a two-sided interval at 1 - 2 alpha
-            ci_conf = max(conf, 1 - 2 * alpha)
-            lo, hi = stats.bootstrap_median_ratio_ci(bs, cs, ci_conf, n_boot, seed)
-            ci = (lo - 1, hi - 1) if math.isfinite(lo) else None
-            # wall clock drifts between runs on shared hosts: a regression needs the whole interval of the
-            # change beyond the tolerance, not merely beyond zero (an A/A pair must not fail)
-            edge = rel_tol if kind in ("timing", "energy") else 0.0
-            clear = ci is not None and (ci[0] > edge if c > b else ci[1] < -edge)
-            detail = f"p={p:.3g}" + (f", {ci_conf:.0%} CI of change [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
-            if p < alpha and clear:
-                status = "regression" if worse else "improvement"
-                return _finish(nodeid, name, status, base, cur, tol, p_value=p, ci=ci, ci_of="change",
-                               detectable=det, detail=detail, **common)
-            need = stats.samples_needed(bs, cs, eff, alpha)
-            if need <= max(len(bs), len(cs)):
-                # the planning formula is already met yet the test failed: ask for twice as many
-                need = 2 * max(len(bs), len(cs))
-            return _finish(nodeid, name, "inconclusive", base, cur, tol, p_value=p, ci=ci, ci_of="change",
-                           detectable=det, samples_needed=need,
-                           detail=detail + f" (not significant at {alpha:g}; ~{need} samples per side would settle it)",
-                           **common)
-        hw_b, hw_c = stats.rel_ci_halfwidth(bs, conf), stats.rel_ci_halfwidth(cs, conf)
-        if max(hw_b, hw_c) > rel_tol:
-            need = stats.samples_needed(bs, cs, rel_tol, alpha) if rel_tol > 0 else None
-            spread = ("spread unknown with one sample" if not math.isfinite(max(hw_b, hw_c))
-                      else f"median known to ±{max(hw_b, hw_c) * 100:.1f}%, wider than the tolerance")
-            return _finish(nodeid, name, "too_noisy", base, cur, tol, detectable=det, samples_needed=need,
-                           detail=f"({spread}; {len(bs)} vs {len(cs)} samples)", **common)
-        return _finish(nodeid, name, "pass", base, cur, tol, detectable=det, **common)
+                return _finish(nodeid, name, status, base, cur, tol,
+                               detail=f"(p={rl.p_value:.3g}{ci_txt}; {spread})", **kw, **common)
+            return _finish(nodeid, name, "inconclusive", base, cur, tol,
+                           detail=(f"(within what unchanged runs move: p={rl.p_value:.3g}{ci_txt}; {spread}; "
+                                   f"changes beyond {_pct(det)} are told apart)"), **kw, **common)
+        if len(cs) >= 3 and stats.rel_ci_halfwidth(cs) > 2 * max(rel_tol, rl.spread):
+            return _finish(nodeid, name, "too_noisy", base, cur, tol,
+                           detail=(f"(this run's {len(cs)} samples scatter ±"
+                                   f"{stats.rel_ci_halfwidth(cs) * 100:.1f}% around their median, more than twice "
+                                   "the tolerance)"), **kw, **common)
+        return _finish(nodeid, name, "pass", base, cur, tol, **kw, **common)
 
     if kind == "accuracy" and base.items and cur.items and len(base.items) == len(cur.items):
         p = stats.paired_p_value(base.items, cur.items)
@@ -386,37 +372,115 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
 WALL_CLOCK = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s")
 
 
-def kernel_time_guard(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """Wall-clock regressions of a test whose GPU kernel time held steady become inconclusive.
+def model_key(metric: str) -> str:
+    """Which model of a test a metric belongs to: ``""`` (the first), ``"ref."`` or ``"[label]"``."""
+    base = base_metric_name(metric)
+    return metric.replace(base, "", 1)
 
-    Measured on an H100: wall time per run drifts 10-30% between runs on a shared host, enough to
-    make an A/A pair look significant, while CUPTI kernel time repeats to ~0.1%. When the same
-    test's ``gpu_ms_per_token`` passed against the same baseline, a wall-clock change is the host's
-    (or noise): reported with that reason, never failing the test. GPU-side slowdowns are caught by
-    ``gpu_ms_per_token`` itself.
+
+def kernel_time_guard(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Wall-clock changes of a model whose GPU kernel time held steady are not verdicts on their own.
+
+    Measured on an H200: wall time per token of identical code moved +94% between two calls minutes
+    apart while CUPTI kernel time moved 0.05%. Where no saved runs measure how far the wall clock
+    moves (``evidence == "assumed"``), a wall-clock regression or improvement of a model whose own
+    ``gpu_ms_per_token`` passed is inconclusive ("host-side change or noise"). With run history the
+    measured spread decides and host-side regressions gate. Keyed by model, so a reference's steady
+    kernel time never covers a candidate's wall clock.
     """
-    steady = {(v.nodeid, base_metric_name(v.metric).split("[")[0]) for v in verdicts
-              if base_metric_name(v.metric) == "gpu_ms_per_token" and v.status in ("pass", "improvement")}
-    steady_tests = {n for n, _ in steady}
+    steady = {(v.nodeid, model_key(v.metric)) for v in verdicts
+              if base_metric_name(v.metric) == "gpu_ms_per_token" and v.status == "pass"}
     out = []
     for v in verdicts:
-        if v.status == "regression" and v.nodeid in steady_tests and base_metric_name(v.metric) in WALL_CLOCK:
+        if (v.status in ("regression", "improvement") and base_metric_name(v.metric) in WALL_CLOCK
+                and v.evidence == "assumed" and (v.nodeid, model_key(v.metric)) in steady):
             v = replace(v, status="inconclusive", gating=False,
-                        message=v.message + " [GPU kernel time unchanged: host-side change or noise, not gated]")
+                        message=v.message + " [GPU kernel time unchanged and no run history: host-side change or "
+                                            "noise, not gated; saved runs of the baseline measure the spread]")
         out.append(v)
     return out
 
 
-def _spread(values: Sequence[float]) -> float:
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return math.inf
-    med = statistics.median(vals)
-    return (max(vals) - min(vals)) / abs(med) if med else math.inf
+def contention_guard(verdicts: Sequence[Verdict], host: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
+    """A timing verdict taken while the host was contended is not a regression by itself.
+
+    ``host`` maps a model key (:func:`model_key`) to the host figures of its measurement
+    (``state``: quiet / contended / too_busy, and a ``summary``); a busy neighbour stalls torch's
+    intra-op threads and slows a whole run several-fold, which no statistic on the run can undo.
+    """
+    out = []
+    for v in verdicts:
+        h = host.get(model_key(v.metric)) or {}
+        if v.status in ("regression", "improvement") and v.kind in ("timing", "energy") \
+                and h.get("state") in ("contended", "too_busy"):
+            v = replace(v, status="inconclusive", gating=False,
+                        message=v.message + f" [host {h.get('state')}: {h.get('summary', '')}; not gated]")
+        out.append(v)
+    return out
 
 
-def _steady(bs: Sequence[float], cs: Sequence[float], rel_tol: float) -> bool:
-    return max(_spread(bs), _spread(cs)) < rel_tol / 3
+def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[str, Any] | None, *,
+               tolerances: Mapping[str, Tolerance] | None = None,
+               per_test: Mapping[str, Tolerance] | None = None,
+               accepted: Mapping[str, Any] | None = None, same_hardware: bool,
+               gate_cross_hardware: bool = False, history: Mapping[str, Sequence[float]] | None = None,
+               alpha: float = 0.01) -> list[Verdict]:
+    """Every verdict of one test against its baseline: the one path the plugin, ``quantperf
+    compare`` and the reports share.
+
+    Metrics only in this run are ``new``; only in the baseline, ``gone``; then the kernel-time and
+    host-contention rules apply per model. ``base_test`` None means the test is new.
+    """
+    tolerances = tolerances or {}
+    per = {nodeid: dict(per_test or {})}
+    accepted = accepted or {}
+    history = history or {}
+    base_metrics = (base_test or {}).get("metrics") or {}
+    verdicts: list[Verdict] = []
+    host: dict[str, Mapping[str, Any]] = {}
+    for name in metrics:
+        cur = metrics[name]
+        h = (cur.extra or {}).get("host")
+        if isinstance(h, Mapping) and h.get("state"):
+            key = model_key(name)
+            if h.get("state") != "quiet" or key not in host:
+                host[key] = h
+        tol = tolerance_for(nodeid, name, tolerances, per)
+        if name not in base_metrics:
+            verdicts.append(Verdict(nodeid, name, "new", None, cur.value, None, tol.text,
+                                    message=f"{name}: {_fmt(cur.value)} {cur.unit}".rstrip()
+                                    + ": new (no baseline value)",
+                                    unit=cur.unit, better=cur.better, kind=cur.kind))
+            continue
+        base = _metric(name, base_metrics[name])
+        bh = (base.extra or {}).get("host")
+        if isinstance(bh, Mapping) and bh.get("state") in ("contended", "too_busy"):
+            host.setdefault(model_key(name), {"state": bh["state"], "summary": "baseline measured on a busy host"})
+        verdicts.append(compare_metric(nodeid, name, base, cur, tol, same_hardware=same_hardware,
+                                       gate_cross_hardware=gate_cross_hardware, alpha=alpha,
+                                       accepted=accepted.get(name), history=history.get(name, ())))
+    if base_test is not None:
+        for name in sorted(set(base_metrics) - set(metrics)):
+            base = _metric(name, base_metrics[name])
+            tol = tolerance_for(nodeid, name, tolerances, per)
+            verdicts.append(Verdict(nodeid, name, "gone", base.value, None, None, tol.text,
+                                    message=f"{name}: baseline {_fmt(base.value)} {base.unit}".rstrip()
+                                    + ": gone (not measured in this run)",
+                                    unit=base.unit, better=base.better, kind=base.kind))
+    return contention_guard(kernel_time_guard(verdicts), host)
+
+
+def history_values(history: Sequence[Mapping[str, Any]], nodeid: str, hardware_id: str | None,
+                   limit: int = 10) -> dict[str, list[float]]:
+    """Per metric of one test, its figure in the latest ``limit`` saved runs on this hardware."""
+    out: dict[str, list[float]] = {}
+    runs = [h for h in history if h.get("kind", "run") == "run" and _hardware_id(h) == hardware_id]
+    for doc in runs[-limit:]:
+        for name, m in (((doc.get("tests") or {}).get(nodeid) or {}).get("metrics") or {}).items():
+            v = m.get("value") if isinstance(m, Mapping) else None
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out.setdefault(name, []).append(float(v))
+    return out
 
 
 @dataclass(frozen=True)
@@ -467,12 +531,14 @@ def _hardware_id(doc: Mapping[str, Any]) -> str | None:
 def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
                  tolerances: Mapping[str, Tolerance] | None = None, *,
                  per_test: Mapping[str, Mapping[str, Tolerance]] | None = None,
-                 gate_cross_hardware: bool = False, alpha: float = 0.01) -> Comparison:
+                 gate_cross_hardware: bool = False, alpha: float = 0.01,
+                 history: Sequence[Mapping[str, Any]] | None = None) -> Comparison:
     """Compare every metric of every test of ``cur_doc`` with ``base_doc`` (run documents).
 
     Metrics only in the current run are ``new``; only in the baseline, of a test that ran,
     ``gone``; whole tests missing from the current run are listed in ``gone_tests`` (a shard
-    or ``-k`` selection), not judged.  Acceptance records come from ``base_doc["accepted"]``.
+    or ``-k`` selection), not judged.  Acceptance records come from ``base_doc["accepted"]``;
+    ``history`` (saved runs of the baseline's name) gives the run-to-run spread.
     """
     tolerances = tolerances or {}
     bh, ch = _hardware_id(base_doc), _hardware_id(cur_doc)
@@ -483,33 +549,15 @@ def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
     verdicts: list[Verdict] = []
     new_tests: list[str] = []
     for nodeid in sorted(cur_tests):
-        cur_metrics = (cur_tests[nodeid] or {}).get("metrics") or {}
+        cur_metrics = {name: _metric(name, d) for name, d in
+                       sorted(((cur_tests[nodeid] or {}).get("metrics") or {}).items())}
         if nodeid not in base_tests:
             new_tests.append(nodeid)
-        base_metrics = ((base_tests.get(nodeid) or {}).get("metrics") or {})
-        acc_test = accepted_all.get(nodeid) or {}
-        for name in sorted(cur_metrics):
-            cur = _metric(name, cur_metrics[name])
-            tol = tolerance_for(nodeid, name, tolerances, per_test)
-            if name not in base_metrics:
-                verdicts.append(Verdict(nodeid, name, "new", None, cur.value, None, tol.text,
-                                        message=f"{name}: {_fmt(cur.value)} {cur.unit}".rstrip()
-                                        + ": new (no baseline value)",
-                                        unit=cur.unit, better=cur.better, kind=cur.kind))
-                continue
-            base = _metric(name, base_metrics[name])
-            verdicts.append(compare_metric(nodeid, name, base, cur, tol, same_hardware=same,
-                                           gate_cross_hardware=gate_cross_hardware, alpha=alpha,
-                                           accepted=acc_test.get(name)))
-        if nodeid in base_tests:
-            for name in sorted(set(base_metrics) - set(cur_metrics)):
-                base = _metric(name, base_metrics[name])
-                tol = tolerance_for(nodeid, name, tolerances, per_test)
-                verdicts.append(Verdict(nodeid, name, "gone", base.value, None, None, tol.text,
-                                        message=f"{name}: baseline {_fmt(base.value)} {base.unit}".rstrip()
-                                        + ": gone (not measured in this run)",
-                                        unit=base.unit, better=base.better, kind=base.kind))
-    verdicts = kernel_time_guard(verdicts)
+        own = (per_test or {}).get(nodeid)
+        verdicts += judge_test(nodeid, cur_metrics, base_tests.get(nodeid) if nodeid in base_tests else None,
+                               tolerances=tolerances, per_test=own, accepted=accepted_all.get(nodeid) or {},
+                               same_hardware=same, gate_cross_hardware=gate_cross_hardware,
+                               history=history_values(history or (), nodeid, bh), alpha=alpha)
     gone_tests = sorted(set(base_tests) - set(cur_tests))
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:

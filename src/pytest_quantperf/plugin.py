@@ -299,9 +299,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     qs = _session(session.config)
     if qs is None or qs.role == "worker":
         return
-    from .report import finish_run
+    from .report import write_run_reports
 
-    finish_run(qs, session, exitstatus)
+    outcome = qs.finish(int(getattr(session, "testsfailed", 0) or 0))
+    qs.final_view = write_run_reports(qs, outcome)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -310,7 +311,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from .report import write_terminal
 
-    write_terminal(qs, terminalreporter)
+    write_terminal(qs, terminalreporter, qs.outcome, qs.final_view)
 
 
 # --------------------------------------------------------------------------- xdist

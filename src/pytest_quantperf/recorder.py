@@ -214,10 +214,23 @@ class Judgement:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
 
 
+def promote_reference_only(result: TestResult) -> None:
+    """A test that measured only the reference (``fp16_model``) is budgeted and compared on it.
+
+    Its figures are recorded as ``ref.*`` while a candidate may still follow in the test body;
+    when none did, they are the test's own figures.
+    """
+    names = list(result.metrics)
+    if not names or not all(n.startswith("ref.") for n in names):
+        return
+    result.metrics = {n[4:]: Metric(**{**result.metrics[n].__dict__, "name": n[4:]}) for n in names}
+
+
 def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
     """Budgets first, then the baseline: one line per breach or regression."""
-    from .compare import compare_metric, parse_tolerance, tolerance_for
+    from .compare import history_values, judge_test, parse_tolerance
 
+    promote_reference_only(result)
     j = Judgement()
     if not result.metrics and not budget.limits:
         return j
@@ -227,30 +240,22 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
             j.failures.append("budget " + chk.message)
         elif chk.status == "inconclusive":
             j.warnings.append("budget " + chk.message)
-    base = session.baseline_test(result.nodeid)
-    if base is not None:
-        from .compare import kernel_time_guard
-        from .results import Metric as _M
-
-        found = []
-        per_test = {result.nodeid: {k: parse_tolerance(v) for k, v in budget.tolerance.items()}}
-
-        accepted = ((session.baseline_doc or {}).get("accepted") or {}).get(result.nodeid, {})
-        for name, cur in result.metrics.items():
-            bm = (base.get("metrics") or {}).get(name)
-            if bm is None:
-                continue
-            tol = tolerance_for(result.nodeid, name, session.settings.tolerance, per_test)
-            found.append(compare_metric(result.nodeid, name, _M.from_dict(bm), cur, tol,
-                                        same_hardware=bool(session.baseline_matched_hw),
-                                        gate_cross_hardware=session.settings.gate_cross_hardware,
-                                        accepted=accepted.get(name)))
-        for v in kernel_time_guard(found):
-            d = v.to_dict()
-            d["source"] = "baseline"
-            j.verdicts.append(d)
-            if v.status == "regression" and v.gating:
-                j.failures.append("regression " + v.message)
-            elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
-                j.warnings.append(f"{v.status} " + v.message)
+    doc = session.baseline_doc
+    if doc is None:
+        return j
+    hw = ((doc.get("env") or {}).get("hardware_id"))
+    found = judge_test(
+        result.nodeid, result.metrics, session.baseline_test(result.nodeid),
+        tolerances=session.settings.tolerance,
+        per_test={k: parse_tolerance(v) for k, v in budget.tolerance.items()},
+        accepted=((doc.get("accepted") or {}).get(result.nodeid) or {}),
+        same_hardware=bool(session.baseline_matched_hw),
+        gate_cross_hardware=session.settings.gate_cross_hardware,
+        history=history_values(getattr(session, "baseline_history", None) or (), result.nodeid, hw))
+    for v in found:
+        j.verdicts.append(v.to_dict())
+        if v.status == "regression" and v.gating:
+            j.failures.append("regression " + v.message)
+        elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
+            j.warnings.append(f"{v.status} " + v.message)
     return j

@@ -30,6 +30,11 @@ class MetricInfo:
     better: str
     kind: str
     tolerance: str  # default tolerance, "5%" relative or "0.01" absolute
+    #: run-to-run relative spread assumed until saved runs measure it (statistical kinds only)
+    run_spread: float = 0.03
+    #: whether a change against the baseline can fail the test; False for figures that depend on
+    #: what else the process holds (other cached models, allocator state): shown, budgeted, not gated
+    gated: bool = True
 
     @property
     def hardware_bound(self) -> bool:
@@ -42,16 +47,22 @@ METRICS: dict[str, MetricInfo] = {
     "ttft_ms": MetricInfo("ms", LOWER, "timing", "10%"),
     "tpot_ms": MetricInfo("ms", LOWER, "timing", "10%"),
     "tokens_per_s": MetricInfo("tok/s", HIGHER, "timing", "10%"),
-    "load_s": MetricInfo("s", LOWER, "timing", "50%"),
+    # one value per run, set by the file cache, the disk and the other processes: 17 s then 28 s in two
+    # unchanged CPU runs here. Shown beside every model, not a verdict
+    "load_s": MetricInfo("s", LOWER, "timing", "50%", run_spread=0.25, gated=False),
     "vram_mb": MetricInfo("MiB", LOWER, "memory", "2%"),
-    "vram_reserved_mb": MetricInfo("MiB", LOWER, "memory", "5%"),
-    "nvml_process_mb": MetricInfo("MiB", LOWER, "memory", "5%"),
+    # the caching allocator's reserve and the process' NVML figure include the other models cached
+    # in the session, so they follow test order and xdist scheduling: information, not verdicts
+    "vram_reserved_mb": MetricInfo("MiB", LOWER, "memory", "5%", gated=False),
+    "nvml_process_mb": MetricInfo("MiB", LOWER, "memory", "5%", gated=False),
     "footprint_mb": MetricInfo("MiB", LOWER, "exact", "1%"),
     "disk_mb": MetricInfo("MiB", LOWER, "exact", "1%"),
-    "host_rss_mb": MetricInfo("MiB", LOWER, "memory", "10%"),
+    # process-wide: the interpreter, torch and every cached model; moved 18% between unchanged CPU runs
+    "host_rss_mb": MetricInfo("MiB", LOWER, "memory", "10%", gated=False),
     "energy_j_per_token": MetricInfo("J", LOWER, "energy", "10%"),
-    "gpu_ms_per_token": MetricInfo("ms", LOWER, "gpu_timing", "1%"),
-    "gpu_ms": MetricInfo("ms", LOWER, "gpu_timing", "1%"),
+    # CUPTI kernel time repeats to 0.05% on one machine
+    "gpu_ms_per_token": MetricInfo("ms", LOWER, "gpu_timing", "1%", run_spread=0.003),
+    "gpu_ms": MetricInfo("ms", LOWER, "gpu_timing", "1%", run_spread=0.003),
     "gpu_busy_share": MetricInfo("ratio", NONE, "info", "0"),
     "bw_util_gpu": MetricInfo("ratio", NONE, "info", "0"),
     "bw_util_wall": MetricInfo("ratio", NONE, "info", "0"),

@@ -16,6 +16,17 @@ from .measure import SamplingPlan
 from .results import SCHEMA, TestResult
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished run produced: its document and the baseline it saved, if any.
+
+    Returned by :meth:`QuantperfSession.finish`, so reports render plain data and never save.
+    """
+
+    doc: Mapping[str, Any]
+    saved: str | None = None
+
+
 class SettingsError(ValueError):
     """A bad option value; the plugin turns it into ``pytest.UsageError``."""
 
@@ -127,6 +138,9 @@ class QuantperfSession:
         self.baseline_doc: dict[str, Any] | None = None
         self.baseline_matched_hw: bool | None = None
         self.baseline_error: str | None = None
+        self.baseline_history: list[dict[str, Any]] = []
+        self.outcome: RunOutcome | None = None  # set by finish()
+        self.final_view: dict[str, Any] | None = None  # the reports' view, rendered once at the end
         self.started = _dt.datetime.now(_dt.timezone.utc)
         self.warnings: list[str] = []
 
@@ -196,6 +210,12 @@ class QuantperfSession:
                                  "nothing compared (save one with --quantperf-save)")
             return
         self.baseline_doc, self.baseline_matched_hw = got
+        try:
+            # earlier saved runs of the same name: their spread is the run-to-run noise the verdicts use
+            self.baseline_history = self.storage().history(self.settings.baseline, skip_invalid=True)
+        except StorageError as e:
+            self.warnings.append(f"history of baseline {self.settings.baseline!r} unreadable ({e}): "
+                                 "run-to-run spread assumed")
 
     def baseline_test(self, nodeid: str) -> dict[str, Any] | None:
         if not self.baseline_doc:
@@ -239,3 +259,28 @@ class QuantperfSession:
             return None
         self.storage().save(self.settings.save, doc)
         return self.settings.save
+
+    def finish(self, testsfailed: int) -> RunOutcome:
+        """End of the run: its document, saved as the baseline only when every test passed.
+
+        A run with failures never replaces a baseline, and neither does a ``--quantperf-warn-only``
+        run that would have failed: warn-only hides failures from the exit code, not from the store.
+        """
+        doc = self.run_document()
+        saved = None
+        if self.settings.save:
+            failed = int(testsfailed or 0)
+            hidden = [nid for nid in self.order if any(v.get("gating") for v in self.results[nid].verdicts)]
+            if failed:
+                self.warnings.append(f"baseline {self.settings.save!r} NOT saved: {failed} test(s) failed; a failing "
+                                     "run never replaces a baseline")
+            elif hidden:
+                self.warnings.append(f"baseline {self.settings.save!r} NOT saved: {len(hidden)} test(s) breached a "
+                                     "budget or regressed (passed only because of --quantperf-warn-only); accept a "
+                                     "change on purpose with `quantperf accept`")
+            elif not doc["tests"]:
+                self.warnings.append(f"baseline {self.settings.save!r} NOT saved: no test measured anything")
+            else:
+                saved = self.save(doc)
+        self.outcome = RunOutcome(doc=doc, saved=saved)
+        return self.outcome

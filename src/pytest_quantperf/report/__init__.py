@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from .view import build_view, flat_rows
 
-__all__ = ["write_atomic", "finish_run", "write_terminal", "json_report", "write_reports", "build_view",
+__all__ = ["write_atomic", "write_run_reports", "write_terminal", "json_report", "write_reports", "build_view",
            "load_history", "clean_json"]
 
 
@@ -128,58 +128,44 @@ def write_reports(view: Mapping[str, Any], doc: Mapping[str, Any], *, html: str 
     return written
 
 
-def _view(qs: Any, doc: Mapping[str, Any], with_history: bool) -> dict[str, Any]:
+def _view(qs: Any, doc: Mapping[str, Any], with_history: bool, saved: str | None) -> dict[str, Any]:
     history = None
     if with_history:
         name = qs.settings.save or qs.settings.baseline
         try:
-            history = load_history(qs.storage(), name, doc, saved=bool(getattr(qs, "saved", None)))
+            history = load_history(qs.storage(), name, doc, saved=bool(saved))
         except Exception as e:  # a broken history must not lose the reports
             qs.warnings.append(f"history of {name!r} not shown in the report: {e}")
     view = build_view(doc, baseline_doc=qs.baseline_doc, history=history, warnings=list(qs.warnings),
-                      saved=getattr(qs, "saved", None))
+                      saved=saved)
     view["summary"]["storage"] = qs.settings.storage
     return view
 
 
-def finish_run(qs: Any, session: Any, exitstatus: int) -> None:
-    """At the end of the session: save the baseline (passing runs only), then write reports."""
-    doc = qs.run_document()
-    qs.final_doc = doc
-    qs.saved = None
-    qs.final_view = None
-    if qs.settings.save:
-        failed = int(getattr(session, "testsfailed", 0) or 0)
-        if failed and not qs.settings.warn_only:
-            qs.warnings.append(f"baseline {qs.settings.save!r} NOT saved: {failed} test(s) failed; a failing run "
-                               "never replaces a baseline (fix it, or rerun with --quantperf-warn-only)")
-        elif not doc["tests"]:
-            qs.warnings.append(f"baseline {qs.settings.save!r} NOT saved: no test measured anything")
-        else:
-            qs.saved = qs.save(doc)
+def write_run_reports(qs: Any, outcome: Any) -> dict[str, Any] | None:
+    """The report files the options ask for, from a finished run's outcome; returns their view."""
     st = qs.settings
     if not (st.html or st.json or st.markdown or st.exports):
-        return
-    view = _view(qs, doc, with_history=bool(st.html or st.json))
+        return None
+    view = _view(qs, outcome.doc, with_history=bool(st.html or st.json), saved=outcome.saved)
     try:
-        write_reports(view, doc, html=st.html, json_path=st.json, markdown=st.markdown, exports=st.exports,
+        write_reports(view, outcome.doc, html=st.html, json_path=st.json, markdown=st.markdown, exports=st.exports,
                       baseline_doc=qs.baseline_doc)
     except OSError as e:
         qs.warnings.append(f"could not write a report: {e}; check the path given to --quantperf-html/-json/"
                            "-markdown/-export")
         view["summary"]["warnings"] = list(qs.warnings)
-    qs.final_view = view
+    return view
 
 
-def write_terminal(qs: Any, tr: Any) -> None:
+def write_terminal(qs: Any, tr: Any, outcome: Any = None, view: Mapping[str, Any] | None = None) -> None:
     """The terminal report at pytest's verbosity (``-q`` / default / ``-v``)."""
     from .terminal import PytestOut, render
 
-    doc = getattr(qs, "final_doc", None) or qs.run_document()
-    view = getattr(qs, "final_view", None)
-    if view is None:
-        view = _view(qs, doc, with_history=False)
-    view["summary"]["warnings"] = list(qs.warnings)
+    doc = outcome.doc if outcome is not None else qs.run_document()
+    view = dict(view) if view is not None else _view(qs, doc, with_history=False,
+                                                     saved=getattr(outcome, "saved", None))
+    view["summary"] = {**view["summary"], "warnings": list(qs.warnings)}
     verbose = getattr(tr, "verbosity", None)
     if verbose is None:
         verbose = tr.config.option.verbose

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 from .view import NOTABLE, SEVERITY, fmt_num, fmt_pct, summary_line
 
 ICON = {"breach": "❌", "missing": "❌", "regression": "❌", "inconclusive": "⚠️", "too_noisy": "⚠️",
-        "accepted": "☑️", "improvement": "🚀", "pass": "✅", "new": "🆕", "gone": "➖"}
+        "accepted": "☑️", "improvement": "🚀", "pass": "✅", "new": "🆕", "gone": "➖", "n/a": "➖"}
 
 
 def cell(text: Any) -> str:

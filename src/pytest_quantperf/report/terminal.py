@@ -15,7 +15,7 @@ from .view import NOTABLE, fmt_num, fmt_pct, proof_text, shorten_nodeid, summary
 
 COLOUR = {"breach": "red", "missing": "red", "regression": "red", "inconclusive": "yellow",
           "too_noisy": "yellow", "accepted": "cyan", "improvement": "green", "pass": "green",
-          "new": "cyan", "gone": "yellow"}
+          "new": "cyan", "gone": "yellow", "n/a": "cyan"}
 
 
 class PytestOut:

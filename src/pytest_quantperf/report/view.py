@@ -15,10 +15,10 @@ from ..budgets import ABSOLUTE, RELATIVE
 from ..results import METRICS
 
 #: worst first: the status a row shows is the worst of its verdicts
-SEVERITY = ("breach", "missing", "regression", "inconclusive", "too_noisy", "accepted", "improvement",
+SEVERITY = ("breach", "missing", "regression", "inconclusive", "too_noisy", "accepted", "n/a", "improvement",
             "new", "gone", "pass", "not_gated", "")
 #: rows that ``-q`` and the "needs attention" sections show
-NOTABLE = ("breach", "missing", "regression", "inconclusive", "too_noisy", "accepted", "improvement")
+NOTABLE = ("breach", "missing", "regression", "inconclusive", "too_noisy", "accepted", "n/a", "improvement")
 FAILING = ("breach", "missing", "regression")
 
 #: metrics shown at the default verbosity (every metric at -v); user metrics are always key
@@ -193,7 +193,6 @@ def _rows_for_test(nodeid: str, t: Mapping[str, Any], base_test: Mapping[str, An
     # budgets on a metric that was never measured, or on a ratio (``*_vs_ref``): rows of their own
     extra_budget_rows = [k for k in budgets_v if _budget_metric(k) not in metrics]
     gone = [k for k, v in base_v.items() if v.get("status") == "gone" and k not in metrics]
-    gone += [k for k in base_metrics if k not in metrics and k not in gone]
     names = order + extra_budget_rows + [g for g in gone if g not in extra_budget_rows]
     for name in names:
         m = metrics.get(name) or {}
@@ -214,10 +213,6 @@ def _rows_for_test(nodeid: str, t: Mapping[str, Any], base_test: Mapping[str, An
         bstatus = None
         if cv_:
             bstatus = str(cv_.get("status"))
-        elif name in gone:
-            bstatus = "gone"
-        elif is_metric and baseline_known and (base_test is None or name not in base_metrics):
-            bstatus = "new"
         if bstatus:
             status_parts.append(bstatus)
         status = worst(status_parts) if status_parts else ""
@@ -259,10 +254,10 @@ def _rows_for_test(nodeid: str, t: Mapping[str, Any], base_test: Mapping[str, An
 
 def _count(rows: list[dict[str, Any]]) -> dict[str, int]:
     c = {k: 0 for k in ("breach", "missing", "regression", "regression_not_gated", "inconclusive", "too_noisy",
-                        "improvement", "accepted", "new", "gone", "pass", "not_gated", "gating")}
+                        "improvement", "accepted", "new", "gone", "pass", "not_gated", "gating", "n/a")}
     for r in rows:
         bs = r.get("budget_status")
-        if bs in ("breach", "missing", "inconclusive", "pass"):
+        if bs in ("breach", "missing", "inconclusive", "pass", "n/a"):
             c[bs] += 1
         s = r.get("baseline_status")
         if s == "regression" and not r["gating"]:
@@ -405,6 +400,8 @@ def summary_line(view: Mapping[str, Any]) -> str:
     parts.append(f"{c['improvement']} improvement{'s' if c['improvement'] != 1 else ''}")
     if c["accepted"]:
         parts.append(f"{c['accepted']} accepted")
+    if c.get("n/a"):
+        parts.append(f"{c['n/a']} budget{'s' if c['n/a'] != 1 else ''} n/a on this device")
     text = ", ".join(parts)
     b = s.get("baseline")
     if b and b.get("name"):

@@ -1,0 +1,82 @@
+"""What a new user meets on the first day: reference-only budgets, n/a on the CPU, quiet A/A runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _verdicts(doc, nodeid):
+    return {(v.get("source"), v["metric"]): v for v in doc["tests"][nodeid]["verdicts"]}
+
+
+def test_a_test_of_the_reference_alone_is_budgeted_and_saved(pytester, run_quantperf):
+    pytester.makepyfile(test_fp="""
+        import pytest
+
+        @pytest.mark.quant_budget(tokens_per_s=0.01, latency_ms=600000)
+        def test_fp(fp16_model, quantperf):
+            quantperf.generate(fp16_model("default"), "The capital of France is", max_new_tokens=8)
+    """)
+    r = run_quantperf("--quantperf-save=main", "--quantperf-json=out.json")
+    r.assert_outcomes(passed=1)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    t = doc["tests"]["test_fp.py::test_fp"]
+    assert "tokens_per_s" in t["metrics"] and "ref.tokens_per_s" not in t["metrics"]
+    v = _verdicts(doc, "test_fp.py::test_fp")
+    assert v[("budget", "tokens_per_s")]["status"] == "pass"
+    assert v[("budget", "latency_ms")]["status"] == "pass"
+    assert (pytester.path / ".quantperf" / "baselines" / "main.json").exists()
+    # and the next run compares it against that baseline
+    r = run_quantperf("--quantperf-baseline=main", "--quantperf-json=out2.json")
+    r.assert_outcomes(passed=1)
+    doc = json.loads((pytester.path / "out2.json").read_text())
+    v = _verdicts(doc, "test_fp.py::test_fp")
+    assert v[("baseline", "tokens_per_s")]["status"] in ("pass", "inconclusive", "improvement", "regression")
+
+
+def test_gpu_only_budgets_are_na_on_the_cpu(pytester, run_quantperf):
+    pytester.makepyfile(test_na="""
+        import pytest
+
+        @pytest.mark.quant_budget(vram_mb=6000, gpu_ms_per_token=50, energy_j_per_token=5, tokens_per_s=0.01)
+        def test_nf4(quant_model, quantperf):
+            quantperf.generate(quant_model("default", quant="nf4"), "Hello", max_new_tokens=4)
+
+        @pytest.mark.quant_budget(perplexity=40.0)
+        def test_never_measured(quant_model, quantperf):
+            quant_model("default", quant="nf4")
+            quantperf.record("x", 1.0)
+    """)
+    r = run_quantperf("--quantperf-json=out.json", "--quantperf-markdown=out.md", "--quantperf-html=out.html")
+    # a metric the device could measure and the test did not is still a failure
+    r.assert_outcomes(passed=1, failed=1)
+    r.stdout.fnmatch_lines(["*budget perplexity: budgeted at 40 but never measured by this test*"])
+    doc = json.loads((pytester.path / "out.json").read_text())
+    v = _verdicts(doc, "test_na.py::test_nf4")
+    for key in ("vram_mb", "gpu_ms_per_token", "energy_j_per_token"):
+        assert v[("budget", key)]["status"] == "n/a", key
+        assert "no CUDA device in this run" in v[("budget", key)]["message"]
+        assert not v[("budget", key)]["gating"]
+    assert v[("budget", "tokens_per_s")]["status"] == "pass"
+    rows = [r for r in doc["report"]["rows"] if r["nodeid"] == "test_na.py::test_nf4" and r["budget"]]
+    assert {r["metric"]: r["status"] for r in rows}["vram_mb"] == "n/a"
+    assert doc["report"]["summary"]["counts"]["n/a"] == 3
+    assert "n/a" in (pytester.path / "out.md").read_text()
+    assert "no CUDA device in this run" in (pytester.path / "out.html").read_text()
+    r.stdout.fnmatch_lines(["*3 budgets n/a on this device*"])
+
+
+def test_a_warn_only_run_that_breached_never_becomes_the_baseline(pytester, run_quantperf):
+    pytester.makepyfile(test_w="""
+        import pytest
+
+        @pytest.mark.quant_budget(tokens_per_s=1e9)
+        def test_slow(quantperf):
+            quantperf.record("x", [1.0, 1.1, 1.2])
+            quantperf.record("tokens_per_s", [5.0, 5.0, 5.0], better="higher")
+    """)
+    r = run_quantperf("--quantperf-save=main", "--quantperf-warn-only")
+    r.assert_outcomes(passed=1)
+    r.stdout.fnmatch_lines(["*baseline 'main' NOT saved*--quantperf-warn-only*"])
+    assert not (pytester.path / ".quantperf" / "baselines" / "main.json").exists()
