@@ -206,6 +206,66 @@ def test_kernel_time_counts_device_events_once():
     assert gpu.kernel_time_us([op]) == (0.0, 0)
 
 
+def _cpu_work():
+    a = torch.randn(128, 128)
+    with torch.autograd.profiler.record_function("## block ##"):
+        for _ in range(6):
+            torch.mm(a, a)
+    return "done"
+
+
+def test_raw_kineto_events_summed_like_function_events():
+    """The fast path reads kineto's raw events; on the CPU timeline (the only one here) its sum must
+    equal what torch's own FunctionEvents of the very same profile give, annotation left out."""
+    from torch.autograd import DeviceType
+
+    api = gpu._raw_api()
+    assert api is not None, "this torch lacks the low-level kineto API the fast path needs"
+    captured = []
+    real_disable = api[-1]
+
+    def disable():
+        captured.append(real_disable())
+        return captured[-1]
+
+    prof = gpu._profile_raw(_cpu_work, api[:-1] + (disable,), activity="cpu")
+    assert prof.result == "done" and prof.path == gpu.PATH_RAW
+    raw = captured[0].events()
+    mms = [e for e in raw if e.name() == "aten::mm"]
+    block = [e for e in raw if e.name() == "## block ##"]
+    assert len(mms) == 6 and len(block) == 1 and block[0].is_user_annotation()
+    # every cpu_op once, the annotation (which spans them all) not at all
+    ops = [e for e in raw if e.activity_type() == "cpu_op"]
+    assert prof.n_events == len(ops) >= 6
+    assert round(prof.gpu_ms * 1e6) == sum(e.end_ns() - e.start_ns() for e in ops)
+    assert prof.gpu_ms * 1e6 < sum(e.end_ns() - e.start_ns() for e in ops + block)
+    # torch's slow path on the same raw result: FunctionEvents in µs, summed by the old rule
+    fes = torch.autograd.profiler.profile(use_cpu=True)._parse_kineto_results(captured[0])
+    us, n = gpu.kernel_time_us(fes, device="CPU")
+    assert n == prof.n_events  # the same events: torch drops the annotation by its flag too
+    ns = round(prof.gpu_ms * 1e6)
+    # an annotation is never work, even when its kind is asked for
+    assert gpu.sum_device_work(raw, device_type=DeviceType.CPU, kinds={"cpu_op", "user_annotation"}) == (ns, n)
+    assert abs(us * 1e3 - prof.gpu_ms * 1e6) <= n * 1.0 + 1  # same intervals, µs rounding at most
+    # nothing on the CUDA timeline here: the default selection finds no work
+    assert gpu.sum_device_work(raw) == (0, 0)
+    assert prof.collect_ms >= 0 and prof.total_ms >= prof.wall_ms > 0
+
+
+def test_raw_profile_switches_off_when_the_call_fails():
+    api = gpu._raw_api()
+
+    def boom():
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError):
+        gpu._profile_raw(boom, api, activity="cpu")
+    assert not torch.autograd._profiler_enabled()
+    assert gpu._profile_raw(_cpu_work, api, activity="cpu").n_events >= 6  # usable again
+    with pytest.raises(ValueError, match="activity"):
+        gpu._profile_raw(_cpu_work, api, activity="tpu")
+
+
 def test_profile_kernels_refuses_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("checks the machine without a GPU")
@@ -255,8 +315,13 @@ def test_kernel_time_is_steady_and_below_wall():
     prof = gpu.profile_kernels(work)
     assert prof.result == "done" and prof.n_events >= 10
     assert 0 < prof.gpu_ms <= prof.wall_ms * 1.05
+    assert prof.path == gpu.PATH_RAW
     times = [gpu.gpu_kernel_time_ms(work) for _ in range(3)]
-    assert max(times) / min(times) < 1.2
+    assert max(times) / min(times) < 1.02
+    # the fallback path reads the same CUPTI records through FunctionEvents: the same figure
+    slow = gpu.profile_kernels(work, path=gpu.PATH_PROFILER)
+    assert slow.path == gpu.PATH_PROFILER and slow.n_events == prof.n_events
+    assert slow.gpu_ms == pytest.approx(sorted(times)[1], rel=0.02)
 
 
 @pytest.mark.gpu

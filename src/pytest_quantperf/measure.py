@@ -1,10 +1,12 @@
 """Timing, memory and energy of generation: the figures the budgets and baselines rest on.
 
 Rules kept here, because every backend shares them: the first (cold) run is never timed;
-warm-up goes on until two consecutive timings agree (bounded); measured repeats go on until the
-median is known to the target precision (bounded in count and time); the device is synchronised
-around every timed region; the GPU kernel time comes from a profiled run of its own so the
-profiler never touches the wall-clock samples.
+warm-up is short generates (a few tokens load the kernels and the allocator of the decode path)
+ending in one full-length run, which on CUDA is the profiled run for GPU kernel time; measured
+repeats go on until the median is known to the target precision, bounded in count and by one
+time budget that covers the whole measurement (warm-up and profiling included); the device is
+synchronised around every timed region; the profiler never touches the wall-clock samples; the
+NVML energy counter is read around every timed run, so energy has one sample per run.
 """
 from __future__ import annotations
 
@@ -26,17 +28,29 @@ class MeasurementError(Exception):
 
 @dataclass(frozen=True)
 class SamplingPlan:
-    """How many runs: fixed counts or ``auto`` (adaptive), with bounds that keep suites short."""
+    """How many runs, and how long a measurement may take.
+
+    ``repeat``/``warmup`` are fixed counts or None (``auto``). ``max_time_s`` bounds the whole
+    measurement, warm-up and profiled run included: a run is started only when the time so far
+    plus one more run fits, except that one timed run is always taken. So a 7B int8 at 11 s a
+    run costs a short warm-up, one profiled and one timed run (~23 s), not ``min_repeat`` runs:
+    within one session the repeats are pseudo-replicates (the drift between sessions is larger
+    than the spread within one), so the verdict needs a sound figure per session, and the GPU
+    kernel time, steady to 0.05%, is the figure that gates on CUDA. ``min_repeat`` stays 5 where
+    time allows because a one-sided Mann-Whitney test of 5 against 5 is the smallest that can
+    reach p < 0.01 (fast CPU models get there within the budget).
+    """
 
     repeat: int | None = None  # None = auto
-    warmup: int | None = None  # None = auto (1..max_warmup until settled)
+    warmup: int | None = None  # None = auto (short runs until settled, then one full-length run)
     target_rel_ci: float = 0.02
     min_repeat: int = 5
     max_repeat: int = 20
     max_time_s: float = 10.0
     max_warmup: int = 3
     warmup_settle: float = 0.25  # a cold run is 2-3x slower; wall time drifts 10-17% between warm runs
-    gpu_time_runs: int = 2
+    warmup_tokens: int = 4  # new tokens of a short warm-up generate: prefill plus a few decode steps
+    gpu_time_runs: int = 1  # kernel time repeats to 0.05%: one profiled run gives the figure
 
     @classmethod
     def parse(cls, repeat: str | int | None, warmup: str | int | None, **kw: Any) -> "SamplingPlan":
@@ -52,10 +66,41 @@ class SamplingPlan:
             return n
         return cls(repeat=one(repeat, "repeat"), warmup=one(warmup, "warmup"), **kw)
 
+    def next_timed_run(self, latencies_s: Sequence[float], elapsed_s: float) -> tuple[bool, str]:
+        """``(go_on, reason)`` after ``len(latencies_s)`` timed runs and ``elapsed_s`` of the measurement.
+
+        Reasons: ``fixed repeat=N``, ``max_n``, ``time``, ``min_n``, ``converged``, ``more``.
+        """
+        from . import stats
+
+        n = len(latencies_s)
+        if self.repeat is not None:
+            return n < self.repeat, f"fixed repeat={self.repeat}"
+        if n == 0:
+            return True, "min_n"
+        if n >= self.max_repeat:
+            return False, "max_n"
+        if elapsed_s + statistics.median(latencies_s) > self.max_time_s:
+            return False, "time"
+        if n < self.min_repeat:
+            return True, "min_n"
+        if stats.rel_ci_halfwidth(latencies_s) <= self.target_rel_ci:
+            return False, "converged"
+        return True, "more"
+
+
+# Metric families and the phase whose runs made them (see GenerateResult.cost).
+_PROFILED_METRICS = frozenset({"gpu_ms", "gpu_ms_per_token", "gpu_busy_share", "bw_util_gpu"})
+
 
 @dataclass
 class GenerateResult:
-    """Samples and figures of one ``quantperf.generate`` call."""
+    """Samples and figures of one ``quantperf.generate`` call, and what they cost.
+
+    ``runs``/``timed_seconds`` are the timed runs (wall-clock, memory and energy figures come from
+    them), ``profiled_runs``/``profiled_seconds`` the profiled runs (kernel time), and
+    ``warmup_runs``/``warmup_seconds`` the warm-up; ``seconds`` is the whole measurement.
+    """
 
     samples: dict[str, list[float]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
@@ -68,12 +113,35 @@ class GenerateResult:
     stop_reason: str = ""
     gpu_state: list[dict[str, Any]] = field(default_factory=list)
     per_device_peak_mb: dict[str, float] = field(default_factory=dict)
+    runs: int = 0
+    seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    profiled_runs: int = 0
+    profiled_seconds: float = 0.0
+    timed_seconds: float = 0.0
+    kernel_time_path: str = ""
 
     @property
     def median(self) -> dict[str, float]:
         out = {k: statistics.median(v) for k, v in self.samples.items() if v}
         out.update(self.values)
         return out
+
+    def cost(self, metric: str) -> dict[str, Any]:
+        """How many runs and seconds the figure ``metric`` cost: for the metric's ``extra``."""
+        if metric in _PROFILED_METRICS:
+            out: dict[str, Any] = {"runs": self.profiled_runs, "seconds": round(self.profiled_seconds, 3)}
+            if self.kernel_time_path:
+                out["kernel_time_path"] = self.kernel_time_path
+            return out
+        return {"runs": self.runs, "seconds": round(self.timed_seconds, 3)}
+
+    def costs(self) -> dict[str, float | int | str]:
+        """The whole measurement's bill, phase by phase (JSON-able)."""
+        return {"runs": self.runs, "seconds": round(self.seconds, 3), "warmup_runs": self.warmup_runs,
+                "warmup_seconds": round(self.warmup_seconds, 3), "profiled_runs": self.profiled_runs,
+                "profiled_seconds": round(self.profiled_seconds, 3), "timed_seconds": round(self.timed_seconds, 3),
+                "kernel_time_path": self.kernel_time_path, "stop_reason": self.stop_reason}
 
 
 # --------------------------------------------------------------------------- host memory
@@ -166,27 +234,54 @@ def _own_bytes_per_device(lm: Any, cuda_devs: list[str]) -> dict[str, int]:
     return out
 
 
-@contextlib.contextmanager
-def _oom_guard(lm: Any) -> Iterator[None]:
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _oom_message(lm: Any, e: BaseException) -> str | None:
+    """The test's failure message for an out-of-memory error, or None when ``e`` is something else.
+
+    It names the memory asked for and what was free at that moment (``torch.cuda.mem_get_info``),
+    per GPU of the model, so the user sees by how much the batch or context was too large.
+    """
     try:
-        yield
-    except Exception as e:
+        import torch
+    except ImportError:
+        return None
+    text = str(e)
+    oom = isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in text.lower() and "cuda" in text.lower())
+    if not oom:
+        return None
+    m = re.search(r"Tried to allocate ([\d.]+ [GMK]iB)", text)
+    parts = []
+    for d in _cuda_devices(lm) or (["cuda:0"] if torch.cuda.is_available() else []):
+        with contextlib.suppress(Exception):
+            free, total = torch.cuda.mem_get_info(d)
+            parts.append(f"{d}: {_gib(free)} free of {_gib(total)}, this process holds "
+                         f"{_gib(torch.cuda.memory_reserved(d))}, peak allocated {_gib(torch.cuda.max_memory_allocated(d))}")
+    return (f"CUDA out of memory while generating with {lm.label}"
+            + (f": asked for {m.group(1)} more" if m else "")
+            + (f" ({'; '.join(parts)})" if parts else "")
+            + ". Lower max_new_tokens, the batch or the context, or budget a smaller quant")
+
+
+def _free_after_oom(lm: Any) -> None:
+    """Give back what the failed generate took, so the next test measures on a clean device.
+
+    Called after the out-of-memory exception is gone: its traceback held the generate's frames,
+    and with them the KV cache and activations.
+    """
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(Exception):
         import torch
 
-        if not isinstance(e, torch.cuda.OutOfMemoryError):
-            raise
-        msg = str(e).split("\n")[0]
-        m = re.search(r"Tried to allocate ([\d.]+ [GMK]iB)", msg)
-        peaks = []
-        for d in _cuda_devices(lm):
-            peaks.append(f"{d}: peak {torch.cuda.max_memory_allocated(d) / 2**20:.0f} MiB of "
-                         f"{torch.cuda.get_device_properties(d).total_memory / 2**20:.0f} MiB")
-        torch.cuda.empty_cache()
-        raise MeasurementError(
-            f"CUDA out of memory while generating with {lm.label}"
-            + (f": tried to allocate {m.group(1)} more" if m else "")
-            + (f" ({'; '.join(peaks)})" if peaks else "")
-            + ". Lower max_new_tokens, the batch or the context, or budget a smaller quant") from None
+        for d in _cuda_devices(lm) or (["cuda:0"] if torch.cuda.is_available() else []):
+            torch.cuda.synchronize(d)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(d)
 
 
 # --------------------------------------------------------------------------- generate
@@ -208,125 +303,173 @@ def _timing_values(t: RunTiming) -> dict[str, float]:
 def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: SamplingPlan, *,
                      nvml: Any = None, bandwidth_gbs: float | None = None,
                      gpu_time: bool = True) -> GenerateResult:
-    """Warm up, then time repeated greedy generations; add memory, energy and GPU kernel time."""
-    from . import stats
+    """Warm up, profile once (CUDA), then time repeated greedy generations within the plan's budget.
 
+    A generate that runs out of GPU memory raises :class:`MeasurementError` naming the memory
+    asked for and free, after giving back what it took, so the session's next test is unharmed.
+    """
+    __tracebackhide__ = True  # pytest shows the test's line and the message, not this module's insides
     if max_new_tokens < 1:
         raise MeasurementError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if not prompts:
         raise MeasurementError("generate needs at least one prompt")
+    oom: str | None = None
+    try:
+        return _measure(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bandwidth_gbs,
+                        gpu_time=gpu_time)
+    except Exception as e:
+        oom = _oom_message(lm, e)
+        if oom is None:
+            raise
+    # out of the except block: the OOM error and the frames it held are gone before freeing
+    _free_after_oom(lm)
+    raise MeasurementError(oom)
+
+
+def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: SamplingPlan, *,
+             nvml: Any, bandwidth_gbs: float | None, gpu_time: bool) -> GenerateResult:
+    from . import stats
+
     backend = backend_for(lm)
     prepared = backend.prepare(prompts)
     cuda_devs = _cuda_devices(lm)
     res = GenerateResult(batch=len(prompts), prompt_tokens=backend.prompt_tokens(prepared),
                          new_tokens=max_new_tokens)
+    profile = bool(cuda_devs and gpu_time)
+    t_begin = time.perf_counter()
 
-    def one_run() -> RunTiming:
-        return backend.run(prepared, max_new_tokens)
+    def elapsed() -> float:
+        return time.perf_counter() - t_begin
 
-    with _oom_guard(lm):
-        # warm-up: the first run is cold (allocator, kernels, caches) and is never timed. On CUDA the
-        # profiled runs for GPU kernel time follow it: they warm the same path, and never share a
-        # run with the wall-clock samples.
-        warm: list[float] = []
-        gms: list[float] = []
-        profile = bool(cuda_devs and gpu_time)
-        if plan.warmup != 0 or profile:
-            t = one_run()
-            warm.append(t.end - t.start)
-        if profile:
-            from . import gpu
-
-            for _ in range(max(plan.gpu_time_runs, 1)):
-                gms.append(gpu.gpu_kernel_time_ms(lambda: backend.run(prepared, max_new_tokens)))
-        n_warm_max = plan.warmup if plan.warmup is not None else (1 if profile else plan.max_warmup)
-        while len(warm) < n_warm_max:
-            t = one_run()
-            warm.append(t.end - t.start)
-            if plan.warmup is None and stats.warmup_settled(warm, rel=plan.warmup_settle):
+    # --- warm-up: the first run is cold (allocator, kernels, caches) and is never timed. Short runs
+    # warm the kernels of prefill and decode; the warm-up ends with one full-length run (the profiled
+    # run on CUDA) so the allocator has seen the whole KV cache before any timed run.
+    short = max(1, min(plan.warmup_tokens, max_new_tokens))
+    warm: list[float] = []  # seconds per new token of each short warm-up
+    if plan.warmup is None:  # auto: short runs until two agree, at most max_warmup, within a quarter of the budget
+        full_last = not profile
+        while len(warm) < max(plan.max_warmup, 1):
+            t = backend.run(prepared, short)
+            warm.append((t.end - t.start) / short)
+            if stats.warmup_settled(warm, rel=plan.warmup_settle) or elapsed() >= plan.max_time_s / 4:
                 break
-        res.warmup_runs = len(warm)
+    else:  # N warm-up runs, the last of them full length unless the profiled run follows
+        full_last = not profile and plan.warmup > 0
+        n_short = max(plan.warmup, 1) if profile else max(plan.warmup - 1, 0)  # CUPTI never profiles a cold run
+        for _ in range(n_short):
+            t = backend.run(prepared, short)
+            warm.append((t.end - t.start) / short)
+    if full_last:
+        t = backend.run(prepared, max_new_tokens)
+        warm.append((t.end - t.start) / max(max_new_tokens, 1))
+    res.warmup_runs = len(warm)
+    res.warmup_seconds = elapsed()
 
-        others: dict[str, int] = {}
-        if cuda_devs:
-            import torch
+    # --- GPU kernel time, from a profiled run of its own
+    gms: list[float] = []
+    if profile:
+        from . import gpu
 
-            own = _own_bytes_per_device(lm, cuda_devs)
-            for d in cuda_devs:
-                torch.cuda.synchronize(d)
-                # other models cached on the same GPU are not this measurement's memory
-                others[d] = max(torch.cuda.memory_allocated(d) - own.get(d, 0), 0)
-                torch.cuda.reset_peak_memory_stats(d)
-        states: list[Any] = []
-        proc_mb: list[float] = []
-        e0 = nvml.energy_mj() if nvml is not None else None
-        if nvml is not None:
-            with contextlib.suppress(Exception):
-                states.append(nvml.state())
-        rule = stats.AdaptiveRule(target_rel_ci=plan.target_rel_ci, min_n=plan.min_repeat,
-                                  max_n=plan.max_repeat, max_time_s=plan.max_time_s)
-        samples: dict[str, list[float]] = {}
-        total_tokens = 0
-        t_start = time.perf_counter()
-        last: RunTiming | None = None
-        with HostPeak() as host:
-            while True:
-                t = one_run()
-                last = t
-                total_tokens += t.new_tokens * t.batch
-                for k, v in _timing_values(t).items():
-                    samples.setdefault(k, []).append(v)
-                if nvml is not None:
-                    with contextlib.suppress(Exception):
-                        pm = nvml.process_memory_mb(os.getpid())
-                        if pm:
-                            proc_mb.append(pm)
-                n = len(samples["latency_ms"])
-                if plan.repeat is not None:
-                    if n >= plan.repeat:
-                        res.stop_reason = f"fixed repeat={plan.repeat}"
-                        break
-                    continue
-                stop, reason = rule.should_stop(samples["latency_ms"], time.perf_counter() - t_start)
-                if stop:
-                    res.stop_reason = reason
-                    break
-        e1 = nvml.energy_mj() if nvml is not None else None
-        if nvml is not None:
-            with contextlib.suppress(Exception):
-                states.append(nvml.state())
-        res.samples = samples
-        res.text = last.text if last else ""
-        res.values["host_rss_mb"] = host.peak_mb
-        if cuda_devs:
-            import torch
+        t_prof = time.perf_counter()
+        for _ in range(max(plan.gpu_time_runs, 1)):
+            kp = gpu.profile_kernels(lambda: backend.run(prepared, max_new_tokens), cuda_devs[0])
+            gms.append(kp.gpu_ms)
+            res.kernel_time_path = kp.path
+        res.profiled_runs = len(gms)
+        res.profiled_seconds = time.perf_counter() - t_prof
 
-            peaks = {d: (torch.cuda.max_memory_allocated(d) - others.get(d, 0)) / 2**20 for d in cuda_devs}
-            res.per_device_peak_mb = peaks
-            res.values["vram_mb"] = sum(peaks.values())
-            res.values["vram_reserved_mb"] = sum(
-                (torch.cuda.max_memory_reserved(d) - others.get(d, 0)) / 2**20 for d in cuda_devs)
-            if proc_mb:
-                res.values["nvml_process_mb"] = max(proc_mb)
-        if e0 is not None and e1 is not None and total_tokens:
-            res.values["energy_j_per_token"] = (e1 - e0) / 1e3 / total_tokens
-        if states:
-            from . import gpu
+    # --- timed runs
+    others: dict[str, int] = {}
+    if cuda_devs:
+        import torch
 
-            res.gpu_state = [s.to_dict() if hasattr(s, "to_dict") else dict(vars(s)) for s in states]
-            res.flags.extend(gpu.throttle_flags(states))
+        own = _own_bytes_per_device(lm, cuda_devs)
+        for d in cuda_devs:
+            torch.cuda.synchronize(d)
+            # other models cached on the same GPU are not this measurement's memory
+            others[d] = max(torch.cuda.memory_allocated(d) - own.get(d, 0), 0)
+            torch.cuda.reset_peak_memory_stats(d)
+    states: list[Any] = []
+    proc_mb: list[float] = []
+    energy: list[float] = []  # J per generated token, one per timed run
+    energy_missing = False
+    e_first = nvml.energy_mj() if nvml is not None else None
+    if nvml is not None:
+        with contextlib.suppress(Exception):
+            states.append(nvml.state())
+    samples: dict[str, list[float]] = {}
+    lat_s: list[float] = []
+    total_tokens = 0
+    t_timed = time.perf_counter()
+    last: RunTiming | None = None
+    with HostPeak() as host:
+        while True:
+            go_on, reason = plan.next_timed_run(lat_s, elapsed())
+            if not go_on:
+                res.stop_reason = reason
+                break
+            e0 = nvml.energy_mj() if nvml is not None else None
+            t = backend.run(prepared, max_new_tokens)  # synchronises the device before returning
+            e1 = nvml.energy_mj() if nvml is not None else None
+            last = t
+            lat_s.append(t.end - t.start)
+            tokens = t.new_tokens * t.batch
+            total_tokens += tokens
+            if e0 is not None and e1 is not None and e1 >= e0 and tokens:
+                energy.append((e1 - e0) / 1e3 / tokens)
+            elif nvml is not None:
+                energy_missing = True
+            for k, v in _timing_values(t).items():
+                samples.setdefault(k, []).append(v)
+            if nvml is not None:
+                with contextlib.suppress(Exception):
+                    pm = nvml.process_memory_mb(os.getpid())
+                    if pm:
+                        proc_mb.append(pm)
+    e_last = nvml.energy_mj() if nvml is not None else None
+    res.timed_seconds = time.perf_counter() - t_timed
+    res.runs = len(lat_s)
+    if nvml is not None:
+        with contextlib.suppress(Exception):
+            states.append(nvml.state())
+    res.samples = samples
+    res.text = last.text if last else ""
+    res.values["host_rss_mb"] = host.peak_mb
+    if cuda_devs:
+        import torch
 
-        if gms:
-            res.samples["gpu_ms"] = gms
-            res.samples["gpu_ms_per_token"] = [g / max_new_tokens for g in gms]
-            wall = statistics.median(samples["latency_ms"])
-            res.values["gpu_busy_share"] = statistics.median(gms) / wall if wall else 0.0
-            if bandwidth_gbs:
-                bpt = bytes_read_per_token(lm, res.prompt_tokens + max_new_tokens // 2, len(prompts))
-                tpot_gpu_s = statistics.median(gms) / max_new_tokens / 1e3
-                tpot_wall_s = statistics.median(samples.get("tpot_ms") or samples["latency_ms"]) / 1e3
-                res.values["bw_util_gpu"] = gpu.bw_util(bpt, tpot_gpu_s, bandwidth_gbs)
-                res.values["bw_util_wall"] = gpu.bw_util(bpt, tpot_wall_s, bandwidth_gbs)
+        peaks = {d: (torch.cuda.max_memory_allocated(d) - others.get(d, 0)) / 2**20 for d in cuda_devs}
+        res.per_device_peak_mb = peaks
+        res.values["vram_mb"] = sum(peaks.values())
+        res.values["vram_reserved_mb"] = sum(
+            (torch.cuda.max_memory_reserved(d) - others.get(d, 0)) / 2**20 for d in cuda_devs)
+        if proc_mb:
+            res.values["nvml_process_mb"] = max(proc_mb)
+    if energy and not energy_missing:
+        res.samples["energy_j_per_token"] = energy
+    elif e_first is not None and e_last is not None and e_last >= e_first and total_tokens:
+        # some per-run reading failed: one figure over all timed runs rather than a biased subset
+        res.values["energy_j_per_token"] = (e_last - e_first) / 1e3 / total_tokens
+    if states:
+        from . import gpu
+
+        res.gpu_state = [s.to_dict() if hasattr(s, "to_dict") else dict(vars(s)) for s in states]
+        res.flags.extend(gpu.throttle_flags(states))
+
+    if gms:
+        from . import gpu
+
+        res.samples["gpu_ms"] = gms
+        res.samples["gpu_ms_per_token"] = [g / max_new_tokens for g in gms]
+        wall = statistics.median(samples["latency_ms"])
+        res.values["gpu_busy_share"] = statistics.median(gms) / wall if wall else 0.0
+        if bandwidth_gbs:
+            bpt = bytes_read_per_token(lm, res.prompt_tokens + max_new_tokens // 2, len(prompts))
+            tpot_gpu_s = statistics.median(gms) / max_new_tokens / 1e3
+            tpot_wall_s = statistics.median(samples.get("tpot_ms") or samples["latency_ms"]) / 1e3
+            res.values["bw_util_gpu"] = gpu.bw_util(bpt, tpot_gpu_s, bandwidth_gbs)
+            res.values["bw_util_wall"] = gpu.bw_util(bpt, tpot_wall_s, bandwidth_gbs)
+    res.seconds = elapsed()
     return res
 
 

@@ -1,0 +1,157 @@
+"""What a GPU kernel-time figure costs: a plain generate against the two profiled paths.
+
+For each config (``synthetic:mistral-7b`` fp16, and nf4 with double quant and fp16 compute), batch 1,
+32 prompt + 128 new tokens, greedy, after one cold generate:
+
+(a) plain generates (no profiler), seconds each;
+(b) the old path: ``torch.profiler`` with CUDA activity and ``prof.events()`` (``FunctionEvent``s);
+(c) the new path: kineto switched on directly and its raw events summed (``gpu.profile_kernels``).
+
+Prints the seconds of each, the ratio (c)/(a) against the 1.2x target, the kernel-time figures and
+the difference between the paths in %, and writes all of it as JSON to ``--out``. About 2-2.5 min
+on an H200 (one model at a time; the cold run and the old path dominate)::
+
+    PYTHONPATH=src python benchmarks/kernel_time_cost.py --out /tmp/kernel_time_cost.json
+
+On a machine without CUDA, ``--device cpu --model synthetic:smollm2-135m`` runs the same steps with
+CPU activity in place of CUDA (a smoke test of the script: no GPU figure comes out of it).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+
+CONFIGS = {"fp16": dict(quant="fp16"),
+           "nf4-dq": dict(quant="nf4", double_quant=True, compute_dtype="float16")}
+
+
+def _pct(a: float, b: float) -> float:
+    return (a - b) / b * 100.0 if b else float("nan")
+
+
+def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
+    import torch
+
+    from pytest_quantperf import gpu, models
+    from pytest_quantperf.backends import backend_for
+
+    cuda = a.device.startswith("cuda")
+    t0 = time.perf_counter()
+    lm = models.load(models.make_spec(a.model, device=a.device, **kw))
+    load_s = time.perf_counter() - t0
+    backend = backend_for(lm)
+    prepared = backend.prepare(["x" * a.prompt_tokens])
+
+    def gen():
+        return backend.run(prepared, a.new_tokens)
+
+    t = gen()  # cold: allocator, kernels, CUPTI-free
+    cold_s = t.end - t.start
+    plain = []
+    for _ in range(a.plain_runs):
+        t = gen()
+        plain.append(t.end - t.start)
+    out: dict = {"config": name, "load_s": load_s, "cold_s": cold_s, "plain_s": plain,
+                 "new_tokens": a.new_tokens, "prompt_tokens": backend.prompt_tokens(prepared)}
+
+    def profiled(path: str) -> dict:
+        t1 = time.perf_counter()
+        if cuda:
+            p = gpu.profile_kernels(gen, lm.device, path=path)
+        else:  # smoke test: CPU ops stand in for kernels
+            p = gpu._profile_raw(gen, gpu._raw_api(), activity="cpu")
+        total = time.perf_counter() - t1
+        return {"path": p.path, "seconds": total, "run_s": p.wall_ms / 1e3, "collect_s": p.collect_ms / 1e3,
+                "gpu_ms": p.gpu_ms, "gpu_ms_per_token": p.gpu_ms / a.new_tokens, "n_events": p.n_events}
+
+    out["old"] = [profiled(gpu.PATH_PROFILER) for _ in range(a.old_runs)] if cuda else []
+    out["new"] = [profiled(gpu.PATH_RAW) for _ in range(a.new_runs)]
+    plain_med = statistics.median(plain)
+    new_s = statistics.median(r["seconds"] for r in out["new"])
+    new_g = [r["gpu_ms"] for r in out["new"]]
+    out["summary"] = {
+        "plain_s": plain_med,
+        "new_s": new_s,
+        "new_over_plain": new_s / plain_med,
+        "new_gpu_ms_per_token": statistics.median(new_g) / a.new_tokens,
+        "new_spread_pct": (max(new_g) - min(new_g)) / statistics.median(new_g) * 100 if len(new_g) > 1 else None,
+    }
+    if out["old"]:
+        old_s = statistics.median(r["seconds"] for r in out["old"])
+        old_g = statistics.median(r["gpu_ms"] for r in out["old"])
+        out["summary"].update(old_s=old_s, old_over_plain=old_s / plain_med,
+                              old_gpu_ms_per_token=old_g / a.new_tokens,
+                              new_vs_old_pct=_pct(statistics.median(new_g), old_g))
+    del lm, backend, prepared
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="synthetic:mistral-7b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--configs", default="fp16,nf4-dq", help="comma list of: " + ", ".join(CONFIGS))
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--plain-runs", type=int, default=2)
+    ap.add_argument("--old-runs", type=int, default=1, help="runs of the old torch.profiler path (0 = skip)")
+    ap.add_argument("--new-runs", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write the figures here as JSON")
+    a = ap.parse_args(argv)
+    import torch
+
+    from pytest_quantperf import gpu
+
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        print("kernel_time_cost: no CUDA device here; use --device cpu --model synthetic:smollm2-135m "
+              "for a smoke test of the script", file=sys.stderr)
+        return 2
+    t_all = time.perf_counter()
+    results = []
+    for name in [c.strip() for c in a.configs.split(",") if c.strip()]:
+        kw = dict(CONFIGS[name])
+        if not a.device.startswith("cuda"):
+            kw.pop("compute_dtype", None)
+            if kw["quant"] == "fp16":
+                kw["quant"] = "bf16"
+        results.append(run_config(name, kw, a))
+    wall = time.perf_counter() - t_all
+    dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "CPU (smoke test: CPU ops, not kernels)"
+    print(f"\n== kernel-time cost: {a.model}, {a.prompt_tokens} prompt + {a.new_tokens} new tokens, on {dev}, "
+          f"torch {torch.__version__}, raw kineto API {'present' if gpu._raw_api() else 'MISSING (fallback)'} ==")
+    print(f"{'config':<8} {'plain s':>8} {'old s':>7} {'new s':>7} {'new/plain':>9} {'collect s':>9} "
+          f"{'old ms/tok':>10} {'new ms/tok':>10} {'new-old':>8} {'new spread':>10} {'events':>7} {'path':>12}")
+    for r in results:
+        s = r["summary"]
+
+        def f(k, fmt):
+            v = s.get(k)
+            return fmt.format(v) if v is not None else "-"
+        print(f"{r['config']:<8} {f('plain_s', '{:.2f}'):>8} {f('old_s', '{:.2f}'):>7} {f('new_s', '{:.2f}'):>7} "
+              f"{f('new_over_plain', '{:.2f}x'):>9} {statistics.median(x['collect_s'] for x in r['new']):>9.2f} "
+              f"{f('old_gpu_ms_per_token', '{:.3f}'):>10} {f('new_gpu_ms_per_token', '{:.3f}'):>10} "
+              f"{f('new_vs_old_pct', '{:+.2f}%'):>8} {f('new_spread_pct', '{:.2f}%'):>10} "
+              f"{r['new'][0]['n_events']:>7} {r['new'][0]['path']:>12}")
+        print(f"{'':<8} load {r['load_s']:.1f} s, cold generate {r['cold_s']:.1f} s, plain runs "
+              + ", ".join(f"{x:.2f}" for x in r["plain_s"]) + " s")
+    ok = all(r["summary"]["new_over_plain"] <= 1.2 for r in results)
+    print(f"target: profiled run at most 1.2x a plain generate: {'met' if ok else 'NOT met'}; "
+          f"whole script {wall:.1f} s")
+    if a.out:
+        doc = {"model": a.model, "device": dev, "torch": torch.__version__, "wall_s": wall,
+               "target_met": ok, "configs": results}
+        with open(a.out, "w") as fh:
+            json.dump(doc, fh, indent=1)
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
