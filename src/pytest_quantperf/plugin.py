@@ -106,13 +106,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate every quant_budget marker before anything runs: a typo must not pass silently."""
-    from .budgets import BudgetError, merge_markers
-
     errors = []
     for item in items:
         marks = list(item.iter_markers("quant_budget"))
         if not marks:
             continue
+        from .budgets import BudgetError, merge_markers
+
         try:
             item.stash[BUDGET_KEY] = merge_markers(item.nodeid, [(m.args, dict(m.kwargs)) for m in marks])
         except BudgetError as e:
@@ -297,7 +297,7 @@ class _Collector:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     qs = _session(session.config)
-    if qs is None or qs.role == "worker":
+    if qs is None or qs.role == "worker" or qs.unused():
         return
     from .report import finish_run
 
@@ -306,7 +306,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     qs = _session(config)
-    if qs is None or qs.role == "worker":
+    if qs is None or qs.role == "worker" or qs.unused():
         return
     from .report import write_terminal
 

@@ -10,10 +10,12 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .measure import SamplingPlan
-from .results import SCHEMA, TestResult
+
+if TYPE_CHECKING:  # results is imported where a result first arrives, not in every pytest run
+    from .results import TestResult
 
 
 class SettingsError(ValueError):
@@ -42,8 +44,9 @@ class Settings:
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], rootdir: str | os.PathLike) -> "Settings":
         """Parse option values at the edge; every error names the option and the valid form."""
-        from .compare import parse_tolerance_spec
-        from .storage import validate_name
+        # light modules only: this runs in every pytest session where the plugin is installed
+        from .names import validate_name
+        from .tolerance import parse_tolerance_spec
 
         def name(opt: str) -> str | None:
             v = opts.get(opt)
@@ -109,13 +112,11 @@ class QuantperfSession:
 
     def __init__(self, settings: Settings, *, role: str = "inprocess", rootdir: str = ".",
                  progress: Callable[[str], None] | None = None, device_override: str | None = None):
-        from .models import ModelCache
-
         self.settings = settings
         self.role = role  # "inprocess" | "controller" | "worker"
         self.rootdir = rootdir
         self.progress = progress
-        self.cache = ModelCache(default_model=settings.model, progress=progress)
+        self._cache: Any = None
         self.results: dict[str, TestResult] = {}
         self.order: list[str] = []
         self.ref_cache: dict[Any, Any] = {}
@@ -131,6 +132,15 @@ class QuantperfSession:
         self.warnings: list[str] = []
 
     # ----------------------------------------------------------------- environment
+    @property
+    def cache(self) -> Any:
+        """The session's model cache, made on first use: a run that loads no model never imports models."""
+        if self._cache is None:
+            from .models import ModelCache
+
+            self._cache = ModelCache(default_model=self.settings.model, progress=self.progress)
+        return self._cache
+
     @property
     def device(self) -> str:
         if self._device is None:
@@ -203,7 +213,19 @@ class QuantperfSession:
         return (self.baseline_doc.get("tests") or {}).get(nodeid)
 
     # ----------------------------------------------------------------- tests
+    def unused(self) -> bool:
+        """Nothing measured, compared, saved or reported: the end of the run has nothing to do.
+
+        The plugin then skips the run document (git, the hardware fingerprint, torch) entirely, so
+        a suite that never uses quantperf pays nothing at its end either.
+        """
+        s = self.settings
+        return not (self.results or self.warnings or s.baseline or s.save or s.html or s.json or s.markdown
+                    or s.exports)
+
     def new_result(self, nodeid: str) -> TestResult:
+        from .results import TestResult
+
         return TestResult(nodeid=nodeid)
 
     def collect(self, result: TestResult) -> None:
@@ -213,6 +235,7 @@ class QuantperfSession:
 
     def run_document(self) -> dict[str, Any]:
         from .envinfo import git_info
+        from .results import SCHEMA
 
         git = None
         with contextlib.suppress(Exception):
