@@ -6,6 +6,7 @@ know nothing of pytest. Nothing heavy is imported at load time (no torch, transf
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from typing import Any
 
@@ -24,6 +25,13 @@ class QuantperfWarning(pytest.PytestWarning):
 
 
 # --------------------------------------------------------------------------- options
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The public hooks (hookspecs.py): a run's final document, extra metrics per measurement."""
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("quantperf", "performance, memory and accuracy budgets for quantized models")
@@ -85,6 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.stash[SESSION_KEY] = QuantperfSession(settings, role=role, rootdir=str(config.rootpath),
                                                  progress=progress, device_override=device_override)
+    config.stash[SESSION_KEY].extra_metrics_hook = functools.partial(
+        config.hook.pytest_quantperf_extra_metrics, config=config)
     if worker_env is not None:
         config.stash[SESSION_KEY]._env = worker_env
     if role != "worker":
@@ -137,7 +147,8 @@ def quant_model(request: pytest.FixtureRequest):
 
     def load(model: str = "default", quant: str = "fp16", *, compute_dtype: str | None = None,
              double_quant: bool | None = None, device: str | None = None, **load_kwargs: Any):
-        from .models import ModelError, make_spec, resolve_device
+        from .errors import ModelError
+        from .models import make_spec, resolve_device
 
         backend = load_kwargs.pop("backend", "transformers")
         if backend != "transformers":
@@ -158,8 +169,8 @@ def quant_model(request: pytest.FixtureRequest):
 def _load_other_backend(qs: Any, backend: str, model: str, quant: str, compute_dtype: Any, double_quant: Any,
                         load_kwargs: dict[str, Any]) -> Any:
     """llama.cpp (GGUF files) or MLX behind the same handle, measurements and budgets."""
-    from . import loaders
-    from .models import ModelError
+    from .backends import load_with_backend
+    from .errors import BackendUnavailable, ModelError
 
     if quant != "fp16" or compute_dtype or double_quant:
         _fail_model_error(ModelError(
@@ -168,9 +179,9 @@ def _load_other_backend(qs: Any, backend: str, model: str, quant: str, compute_d
     key = (backend, model, tuple(sorted((k, repr(v)) for k, v in load_kwargs.items())))
     if key not in qs.backend_models:
         try:
-            qs.backend_models[key] = loaders.load_with_backend(backend, model, default_model=qs.settings.model,
-                                                               progress=qs.progress, **load_kwargs)
-        except loaders.BackendUnavailable as e:
+            qs.backend_models[key] = load_with_backend(backend, model, default_model=qs.settings.model,
+                                                       progress=qs.progress, **load_kwargs)
+        except BackendUnavailable as e:
             pytest.skip(str(e))
         except (ModelError, ValueError, OSError) as e:
             _fail_model_error(e)
@@ -301,7 +312,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from .report import finish_run
 
-    finish_run(qs, session, exitstatus)
+    outcome = finish_run(qs, session, exitstatus)
+    # finish_run returns an outcome with the final document (older: it left it on the session)
+    doc = getattr(outcome, "doc", None) or getattr(qs, "final_doc", None)
+    if doc is not None:
+        session.config.hook.pytest_quantperf_run_finished(config=session.config, document=doc)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -107,6 +107,38 @@ class Settings:
                    trust_remote_code=bool(opts.get("trust_remote_code")))
 
 
+@dataclass(frozen=True)
+class ExtraMetric:
+    """One metric a ``pytest_quantperf_extra_metrics`` hook returned, checked and normalised."""
+
+    name: str
+    samples: tuple[float, ...]
+    unit: str = ""
+    better: str = "lower"
+
+
+def _extra_metric(name: Any, raw: Any) -> ExtraMetric:
+    """``value`` | ``[samples]`` | ``{"value"|"samples", "unit", "better"}`` → ExtraMetric; ValueError otherwise."""
+    import math
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"metric name {name!r} is not an identifier")
+    unit, better = "", "lower"
+    if isinstance(raw, Mapping):
+        unknown = set(raw) - {"value", "samples", "unit", "better"}
+        if unknown:
+            raise ValueError(f"{name}: unknown keys {sorted(unknown)} (value, samples, unit, better)")
+        unit, better = str(raw.get("unit", "") or ""), str(raw.get("better", "lower"))
+        raw = raw.get("samples", raw.get("value"))
+    values = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                             for v in values):
+        raise ValueError(f"{name}: {raw!r} is not a finite number or a non-empty list of them")
+    if better not in ("lower", "higher", "none"):
+        raise ValueError(f"{name}: better={better!r} is not lower, higher or none")
+    return ExtraMetric(name, tuple(float(v) for v in values), unit, better)
+
+
 class QuantperfSession:
     """One run: what every hook and fixture shares."""
 
@@ -130,6 +162,8 @@ class QuantperfSession:
         self.baseline_error: str | None = None
         self.started = _dt.datetime.now(_dt.timezone.utc)
         self.warnings: list[str] = []
+        # the pytest_quantperf_extra_metrics hook, bound to the config by the plugin (None: no pytest)
+        self.extra_metrics_hook: Callable[..., list[Any]] | None = None
 
     # ----------------------------------------------------------------- environment
     @property
@@ -213,6 +247,25 @@ class QuantperfSession:
         return (self.baseline_doc.get("tests") or {}).get(nodeid)
 
     # ----------------------------------------------------------------- tests
+    def extra_metrics(self, nodeid: str, measurement: str, lm: Any, result: Any) -> list[ExtraMetric]:
+        """What the ``pytest_quantperf_extra_metrics`` hooks add to one measurement, checked.
+
+        The recorder calls this after each measurement and records what comes back for ``lm``.
+        A malformed return raises ValueError naming the metric, so the test fails with a clear line.
+        """
+        if self.extra_metrics_hook is None:
+            return []
+        out: list[ExtraMetric] = []
+        for returned in self.extra_metrics_hook(nodeid=nodeid, measurement=measurement, lm=lm, result=result):
+            if not isinstance(returned, Mapping):
+                raise ValueError(f"pytest_quantperf_extra_metrics returned {returned!r}, not a mapping of metrics")
+            for name, raw in returned.items():
+                try:
+                    out.append(_extra_metric(name, raw))
+                except ValueError as e:
+                    raise ValueError(f"pytest_quantperf_extra_metrics: {e}") from None
+        return out
+
     def unused(self) -> bool:
         """Nothing measured, compared, saved or reported: the end of the run has nothing to do.
 
