@@ -64,8 +64,10 @@ def test_llama_loader_refuses_what_it_cannot_load(tmp_path):
         loaders.gguf_spec(tmp_path)
     with pytest.raises(ModelError, match="does not exist"):
         loaders.gguf_spec(tmp_path / "missing.gguf")
-    with pytest.raises(ModelError, match="unknown backend 'vllm'"):
-        loaders.load_with_backend("vllm")
+    from pytest_quantperf.backends import load_with_backend
+
+    with pytest.raises(ModelError, match="unknown backend 'vllm': use one of transformers, llama_cpp, mlx"):
+        load_with_backend("vllm")
 
 
 @needs_llama

@@ -313,6 +313,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no history{f' for {args.name!r}' if args.name else ''} in {st.url}")
         return 0
+    if args.csv:
+        from .runs import load_runs
+
+        df = load_runs(st.url, args.name, test=args.test, metric=args.metric)
+        if args.limit:
+            df = df[df["created"].isin(sorted(df["created"].unique())[-args.limit:])]
+        df.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}: {len(df)} rows (one per run, test and metric)")
+        return 0
     if not args.test and not args.metric:
         rows = [("saved", "name", "kind", "tests", "hardware", "commit / acceptance")]
         for h in entries:
@@ -532,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", metavar="NODEID", help="a test node id (or a part of one)")
     s.add_argument("--metric", metavar="M", help="a metric name, e.g. tokens_per_s")
     s.add_argument("--html", metavar="PATH", help="write a trend chart page here")
+    s.add_argument("--csv", metavar="PATH", help="write the runs' values as CSV here: one row per run, test and "
+                                                 "metric (what pytest_quantperf.load_runs returns)")
     s.add_argument("--limit", type=int, metavar="N", help="only the last N entries")
     s.add_argument("--max-charts", type=int, default=12, metavar="N", help="at most N series in the chart (12)")
     s.set_defaults(func=cmd_history)

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .weights import measured_weight_bytes  # noqa: F401 (prediction's yardstick; its home is weights)
+
 MIB = 1 << 20
 GIB = 1 << 30
 
@@ -89,17 +91,17 @@ def load_config(source: Any) -> tuple[Any, str]:
                        "a directory, a .gguf file, a hub id or synthetic:<preset>")
     s = os.fspath(source)
     if s.startswith("synthetic:"):
-        from . import models
+        from .sources import synthetic_config
 
         try:
-            return models.synthetic_config(s), s
+            return synthetic_config(s), s
         except Exception as e:
             raise FitError(str(e)) from e
     if s == "default":
-        from . import models
+        from .sources import default_gguf_path
 
         try:
-            gguf = models.default_gguf_path()
+            gguf = default_gguf_path()
         except Exception as e:
             raise FitError(str(e)) from e
         return AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name), "default"
@@ -455,69 +457,6 @@ def predict(config_or_model_id: Any, quant: str, *, context_len: int = 2048, bat
         kv_cache_bytes=kv, activation_bytes=act, peak_bytes=int(weight + kv + act),
         overhead_bytes=CUDA_CONTEXT_BYTES if str(device).startswith("cuda") else 0,
         count_method=counts.method)
-
-
-# --------------------------------------------------------------------------- measurement
-
-def _extra_tensors(param: Any, module: Any) -> Iterable[Any]:
-    """Tensors bitsandbytes hangs off a parameter or module, outside ``parameters()``/``buffers()``."""
-    qs = getattr(param, "quant_state", None)
-    if qs is not None:
-        for attr in ("absmax", "code", "offset"):
-            yield getattr(qs, attr, None)
-        s2 = getattr(qs, "state2", None)
-        if s2 is not None:
-            yield getattr(s2, "absmax", None)
-            yield getattr(s2, "code", None)
-    for attr in ("SCB", "CB"):
-        yield getattr(param, attr, None)
-    st = getattr(module, "state", None)
-    if st is not None:
-        for attr in ("SCB", "CB"):
-            yield getattr(st, attr, None)
-
-
-def measured_weight_bytes(model: Any) -> int:
-    """Bytes the weights of a loaded model really occupy, bitsandbytes' quantization state included.
-
-    Parameters, buffers, QuantState absmax/code/nested tensors and LLM.int8 scales are summed
-    as memory ranges, merged per device, so tied weights, views and tensors shared between
-    layers count once. ``model.get_memory_footprint()`` counts parameters and buffers only and
-    so misses the quantization constants (and with them the double-quant saving). Meta tensors
-    count nothing.
-    """
-    import torch
-
-    ranges: dict[str, list[tuple[int, int]]] = {}
-
-    def add(t: Any) -> None:
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t.numel() == 0:
-            return
-        span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
-        start = t.data_ptr()
-        if start == 0:
-            return
-        ranges.setdefault(str(t.device), []).append((start, start + span * t.element_size()))
-
-    for mod in model.modules():
-        for p in mod.parameters(recurse=False):
-            add(p)
-            for extra in _extra_tensors(p, mod):
-                add(extra)
-        for b in mod.buffers(recurse=False):
-            add(b)
-    total = 0
-    for spans in ranges.values():
-        spans.sort()
-        cur_s, cur_e = spans[0]
-        for s, e in spans[1:]:
-            if s <= cur_e:
-                cur_e = max(cur_e, e)
-            else:
-                total += cur_e - cur_s
-                cur_s, cur_e = s, e
-        total += cur_e - cur_s
-    return int(total)
 
 
 # --------------------------------------------------------------------------- reporting and CLI

@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .models import LoadedModel, ModelError, ModelSpec, default_gguf_path, gguf_to_safetensors
+from .errors import BackendUnavailable, ModelError
+from .models import LoadedModel, ModelSpec
+from .sources import default_gguf_path, gguf_to_safetensors
 
-BACKENDS = ("transformers", "llama_cpp", "mlx")
 MLX_BITS = (2, 3, 4, 6, 8)
-
-
-class BackendUnavailable(ModelError):
-    """The backend's package is not installed; the message says which extra to install."""
 
 
 def available(backend: str) -> bool:
@@ -39,7 +36,7 @@ def available(backend: str) -> bool:
         return importlib.util.find_spec("llama_cpp") is not None
     if backend == "mlx":
         return importlib.util.find_spec("mlx") is not None and importlib.util.find_spec("mlx_lm") is not None
-    raise ModelError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    raise ModelError(f"unknown backend {backend!r}: use one of transformers, llama_cpp, mlx")
 
 
 def unavailable_reason(backend: str) -> str | None:
@@ -356,20 +353,3 @@ def load_mlx(path: str | os.PathLike = "default", quantize_bits: int | None = No
     return LoadedModel(model=MlxModel(model=model, path=spec0.model), tokenizer=tokenizer, spec=spec, device="cpu",
                        load_s=load_s, footprint_bytes=model_bytes, disk_bytes=disk, quant_summary=summary,
                        source=spec0.model, reference=reference, backend="mlx")
-
-
-# --------------------------------------------------------------------------- one entry for the fixture
-
-def load_with_backend(backend: str, model: str = "default", *, default_model: str | None = None,
-                      reference: bool = False, progress: Callable[[str], None] | None = None,
-                      **kw: Any) -> LoadedModel:
-    """What ``quant_model(model, backend=...)`` calls for a non-transformers backend.
-
-    llama_cpp takes ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (and other ``Llama`` arguments);
-    mlx takes ``quantize_bits``, ``group_size``, ``dtype``.
-    """
-    if backend == "llama_cpp":
-        return load_gguf(model, default_model=default_model, reference=reference, **kw)
-    if backend == "mlx":
-        return load_mlx(model, default_model=default_model, reference=reference, progress=progress, **kw)
-    raise ModelError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")

@@ -20,10 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .backends import RunTiming, backend_for
-
-
-class MeasurementError(Exception):
-    """A measurement could not be taken (out of memory, bad arguments); the test fails with it."""
+from .errors import MeasurementError  # noqa: F401 (re-exported: its old home)
 
 
 @dataclass(frozen=True)

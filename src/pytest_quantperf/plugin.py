@@ -6,6 +6,7 @@ know nothing of pytest. Nothing heavy is imported at load time (no torch, transf
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from typing import Any
 
@@ -24,6 +25,13 @@ class QuantperfWarning(pytest.PytestWarning):
 
 
 # --------------------------------------------------------------------------- options
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The public hooks (hookspecs.py): a run's final document, extra metrics per measurement."""
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("quantperf", "performance, memory and accuracy budgets for quantized models")
@@ -85,6 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.stash[SESSION_KEY] = QuantperfSession(settings, role=role, rootdir=str(config.rootpath),
                                                  progress=progress, device_override=device_override)
+    config.stash[SESSION_KEY].extra_metrics_hook = functools.partial(
+        config.hook.pytest_quantperf_extra_metrics, config=config)
     if worker_env is not None:
         config.stash[SESSION_KEY]._env = worker_env
     if role != "worker":
@@ -106,13 +116,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate every quant_budget marker before anything runs: a typo must not pass silently."""
-    from .budgets import BudgetError, merge_markers
-
     errors = []
     for item in items:
         marks = list(item.iter_markers("quant_budget"))
         if not marks:
             continue
+        from .budgets import BudgetError, merge_markers
+
         try:
             item.stash[BUDGET_KEY] = merge_markers(item.nodeid, [(m.args, dict(m.kwargs)) for m in marks])
         except BudgetError as e:
@@ -137,7 +147,8 @@ def quant_model(request: pytest.FixtureRequest):
 
     def load(model: str = "default", quant: str = "fp16", *, compute_dtype: str | None = None,
              double_quant: bool | None = None, device: str | None = None, **load_kwargs: Any):
-        from .models import ModelError, make_spec, resolve_device
+        from .errors import ModelError
+        from .models import make_spec, resolve_device
 
         backend = load_kwargs.pop("backend", "transformers")
         if backend != "transformers":
@@ -158,8 +169,8 @@ def quant_model(request: pytest.FixtureRequest):
 def _load_other_backend(qs: Any, backend: str, model: str, quant: str, compute_dtype: Any, double_quant: Any,
                         load_kwargs: dict[str, Any]) -> Any:
     """llama.cpp (GGUF files) or MLX behind the same handle, measurements and budgets."""
-    from . import loaders
-    from .models import ModelError
+    from .backends import load_with_backend
+    from .errors import BackendUnavailable, ModelError
 
     if quant != "fp16" or compute_dtype or double_quant:
         _fail_model_error(ModelError(
@@ -168,9 +179,9 @@ def _load_other_backend(qs: Any, backend: str, model: str, quant: str, compute_d
     key = (backend, model, tuple(sorted((k, repr(v)) for k, v in load_kwargs.items())))
     if key not in qs.backend_models:
         try:
-            qs.backend_models[key] = loaders.load_with_backend(backend, model, default_model=qs.settings.model,
-                                                               progress=qs.progress, **load_kwargs)
-        except loaders.BackendUnavailable as e:
+            qs.backend_models[key] = load_with_backend(backend, model, default_model=qs.settings.model,
+                                                       progress=qs.progress, **load_kwargs)
+        except BackendUnavailable as e:
             pytest.skip(str(e))
         except (ModelError, ValueError, OSError) as e:
             _fail_model_error(e)
@@ -297,17 +308,18 @@ class _Collector:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     qs = _session(session.config)
-    if qs is None or qs.role == "worker":
+    if qs is None or qs.role == "worker" or qs.unused():
         return
     from .report import write_run_reports
 
     outcome = qs.finish(int(getattr(session, "testsfailed", 0) or 0))
     qs.final_view = write_run_reports(qs, outcome)
+    session.config.hook.pytest_quantperf_run_finished(config=session.config, document=outcome.doc)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     qs = _session(config)
-    if qs is None or qs.role == "worker":
+    if qs is None or qs.role == "worker" or qs.unused():
         return
     from .report import write_terminal
 

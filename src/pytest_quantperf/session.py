@@ -10,10 +10,12 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .measure import SamplingPlan
-from .results import SCHEMA, TestResult
+
+if TYPE_CHECKING:  # results is imported where a result first arrives, not in every pytest run
+    from .results import TestResult
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ class Settings:
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], rootdir: str | os.PathLike) -> "Settings":
         """Parse option values at the edge; every error names the option and the valid form."""
-        from .compare import parse_tolerance_spec
-        from .storage import validate_name
+        # light modules only: this runs in every pytest session where the plugin is installed
+        from .names import validate_name
+        from .tolerance import parse_tolerance_spec
 
         def name(opt: str) -> str | None:
             v = opts.get(opt)
@@ -115,18 +118,48 @@ class Settings:
                    trust_remote_code=bool(opts.get("trust_remote_code")))
 
 
+@dataclass(frozen=True)
+class ExtraMetric:
+    """One metric a ``pytest_quantperf_extra_metrics`` hook returned, checked and normalised."""
+
+    name: str
+    samples: tuple[float, ...]
+    unit: str = ""
+    better: str = "lower"
+
+
+def _extra_metric(name: Any, raw: Any) -> ExtraMetric:
+    """``value`` | ``[samples]`` | ``{"value"|"samples", "unit", "better"}`` → ExtraMetric; ValueError otherwise."""
+    import math
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"metric name {name!r} is not an identifier")
+    unit, better = "", "lower"
+    if isinstance(raw, Mapping):
+        unknown = set(raw) - {"value", "samples", "unit", "better"}
+        if unknown:
+            raise ValueError(f"{name}: unknown keys {sorted(unknown)} (value, samples, unit, better)")
+        unit, better = str(raw.get("unit", "") or ""), str(raw.get("better", "lower"))
+        raw = raw.get("samples", raw.get("value"))
+    values = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                             for v in values):
+        raise ValueError(f"{name}: {raw!r} is not a finite number or a non-empty list of them")
+    if better not in ("lower", "higher", "none"):
+        raise ValueError(f"{name}: better={better!r} is not lower, higher or none")
+    return ExtraMetric(name, tuple(float(v) for v in values), unit, better)
+
+
 class QuantperfSession:
     """One run: what every hook and fixture shares."""
 
     def __init__(self, settings: Settings, *, role: str = "inprocess", rootdir: str = ".",
                  progress: Callable[[str], None] | None = None, device_override: str | None = None):
-        from .models import ModelCache
-
         self.settings = settings
         self.role = role  # "inprocess" | "controller" | "worker"
         self.rootdir = rootdir
         self.progress = progress
-        self.cache = ModelCache(default_model=settings.model, progress=progress)
+        self._cache: Any = None
         self.results: dict[str, TestResult] = {}
         self.order: list[str] = []
         self.ref_cache: dict[Any, Any] = {}
@@ -143,8 +176,19 @@ class QuantperfSession:
         self.final_view: dict[str, Any] | None = None  # the reports' view, rendered once at the end
         self.started = _dt.datetime.now(_dt.timezone.utc)
         self.warnings: list[str] = []
+        # the pytest_quantperf_extra_metrics hook, bound to the config by the plugin (None: no pytest)
+        self.extra_metrics_hook: Callable[..., list[Any]] | None = None
 
     # ----------------------------------------------------------------- environment
+    @property
+    def cache(self) -> Any:
+        """The session's model cache, made on first use: a run that loads no model never imports models."""
+        if self._cache is None:
+            from .models import ModelCache
+
+            self._cache = ModelCache(default_model=self.settings.model, progress=self.progress)
+        return self._cache
+
     @property
     def device(self) -> str:
         if self._device is None:
@@ -223,7 +267,38 @@ class QuantperfSession:
         return (self.baseline_doc.get("tests") or {}).get(nodeid)
 
     # ----------------------------------------------------------------- tests
+    def extra_metrics(self, nodeid: str, measurement: str, lm: Any, result: Any) -> list[ExtraMetric]:
+        """What the ``pytest_quantperf_extra_metrics`` hooks add to one measurement, checked.
+
+        The recorder calls this after each measurement and records what comes back for ``lm``.
+        A malformed return raises ValueError naming the metric, so the test fails with a clear line.
+        """
+        if self.extra_metrics_hook is None:
+            return []
+        out: list[ExtraMetric] = []
+        for returned in self.extra_metrics_hook(nodeid=nodeid, measurement=measurement, lm=lm, result=result):
+            if not isinstance(returned, Mapping):
+                raise ValueError(f"pytest_quantperf_extra_metrics returned {returned!r}, not a mapping of metrics")
+            for name, raw in returned.items():
+                try:
+                    out.append(_extra_metric(name, raw))
+                except ValueError as e:
+                    raise ValueError(f"pytest_quantperf_extra_metrics: {e}") from None
+        return out
+
+    def unused(self) -> bool:
+        """Nothing measured, compared, saved or reported: the end of the run has nothing to do.
+
+        The plugin then skips the run document (git, the hardware fingerprint, torch) entirely, so
+        a suite that never uses quantperf pays nothing at its end either.
+        """
+        s = self.settings
+        return not (self.results or self.warnings or s.baseline or s.save or s.html or s.json or s.markdown
+                    or s.exports)
+
     def new_result(self, nodeid: str) -> TestResult:
+        from .results import TestResult
+
         return TestResult(nodeid=nodeid)
 
     def collect(self, result: TestResult) -> None:
@@ -233,6 +308,7 @@ class QuantperfSession:
 
     def run_document(self) -> dict[str, Any]:
         from .envinfo import git_info
+        from .results import SCHEMA
 
         git = None
         with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ def on_gpu(config: Any) -> bool:
     """True when models will land on CUDA: a GPU is present and --quantperf-device is not cpu."""
     import torch
 
-    return torch.cuda.is_available() and config.getoption("quantperf_device") != "cpu"
+    return torch.cuda.is_available() and config.getoption("quantperf_device", None) != "cpu"
 
 
 def default_suite_model(config: Any, gpu_model: str = "synthetic:mistral-7b") -> str:
@@ -18,7 +18,8 @@ def default_suite_model(config: Any, gpu_model: str = "synthetic:mistral-7b") ->
 
     ``--quantperf-model`` wins everywhere: then the suite asks for ``"default"``, which resolves to it.
     """
-    if config.getoption("quantperf_model"):
+    # a default, so a suite still collects under ``-p no:quantperf`` (the options are then unknown)
+    if config.getoption("quantperf_model", None):
         return "default"
     return gpu_model if on_gpu(config) else "default"
 

@@ -11,30 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from . import RunTiming
-
-
-class CpuClock:
-    """Process CPU time over wall time, in percent of one core (threads of llama.cpp included)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._c0 = 0.0
-        self._t0 = 0.0
-
-    def _cpu(self) -> float:
-        t = self._proc.cpu_times()
-        return t.user + t.system
-
-    def start(self) -> None:
-        self._c0 = self._cpu()
-        self._t0 = time.perf_counter()
-
-    def stop(self) -> float:
-        wall = time.perf_counter() - self._t0
-        return 100.0 * (self._cpu() - self._c0) / wall if wall > 0 else 0.0
+from ..errors import MeasurementError
+from . import BackendInfo, RunTiming
+from ._clock import CpuClock
 
 
 class LlamaCppBackend:
@@ -54,8 +33,6 @@ class LlamaCppBackend:
         self._clock = CpuClock()
 
     def prepare(self, prompts: Sequence[str]) -> Any:
-        from ..measure import MeasurementError
-
         if len(prompts) != 1:
             raise MeasurementError(
                 f"the llama_cpp backend generates one sequence at a time; got a batch of {len(prompts)} prompts. "
@@ -75,8 +52,6 @@ class LlamaCppBackend:
         return int(logits.argmax())
 
     def run(self, prepared: Any, max_new_tokens: int) -> RunTiming:
-        from ..measure import MeasurementError
-
         need = len(prepared) + max_new_tokens
         if need > self.handle.n_ctx:
             raise MeasurementError(
@@ -100,3 +75,18 @@ class LlamaCppBackend:
         text = self.lm.tokenizer.decode(out, skip_special_tokens=True)
         return RunTiming(start=t0, first_token=t_first, end=t1, new_tokens=len(out), batch=1, text=text,
                          output_ids=tuple(out))
+
+
+def _load(model: str = "default", **kw: Any) -> Any:
+    from ..loaders import load_gguf
+
+    return load_gguf(model, **{k: v for k, v in kw.items() if k != "progress"})
+
+
+def _unavailable() -> str | None:
+    from ..loaders import unavailable_reason
+
+    return unavailable_reason("llama_cpp")
+
+
+BACKEND = BackendInfo(name="llama_cpp", runner=LlamaCppBackend, load=_load, unavailable=_unavailable)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from . import RunTiming
-from .llama_cpp import CpuClock
+from ..errors import MeasurementError
+from . import BackendInfo, RunTiming
+from ._clock import CpuClock
 
 
 class MlxBackend:
@@ -30,8 +31,6 @@ class MlxBackend:
         self.mx.synchronize()
 
     def prepare(self, prompts: Sequence[str]) -> Any:
-        from ..measure import MeasurementError
-
         if len(prompts) != 1:
             raise MeasurementError(
                 f"the mlx backend generates one sequence at a time; got a batch of {len(prompts)} prompts. "
@@ -66,3 +65,18 @@ class MlxBackend:
         text = self.lm.tokenizer.decode(out)
         return RunTiming(start=t0, first_token=t_first, end=t1, new_tokens=len(out), batch=1, text=text,
                          output_ids=tuple(out))
+
+
+def _load(model: str = "default", **kw: Any) -> Any:
+    from ..loaders import load_mlx
+
+    return load_mlx(model, **kw)
+
+
+def _unavailable() -> str | None:
+    from ..loaders import unavailable_reason
+
+    return unavailable_reason("mlx")
+
+
+BACKEND = BackendInfo(name="mlx", runner=MlxBackend, load=_load, unavailable=_unavailable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from . import RunTiming
+from . import BackendInfo, RunTiming
 
 
 class _FirstTokenClock:
@@ -80,3 +80,12 @@ class TransformersBackend:
             text = ""
         return RunTiming(start=t0, first_token=first, end=t1, new_tokens=int(new.shape[1]),
                          batch=int(new.shape[0]), text=text, output_ids=tuple(int(x) for x in new[0].tolist()))
+
+
+def _unavailable() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("transformers") is not None else "transformers is not installed"
+
+
+BACKEND = BackendInfo(name="transformers", runner=TransformersBackend, unavailable=_unavailable)

@@ -1,0 +1,72 @@
+"""What the weights of a loaded model really occupy, counted from the tensors themselves.
+
+Shared by :mod:`pytest_quantperf.models` (the footprint of every load) and
+:mod:`pytest_quantperf.fit` (prediction checked against measurement); its own module so that
+neither imports the other for it. torch is imported inside the function.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+__all__ = ["measured_weight_bytes"]
+
+
+def _extra_tensors(param: Any, module: Any) -> Iterable[Any]:
+    """Tensors bitsandbytes hangs off a parameter or module, outside ``parameters()``/``buffers()``."""
+    qs = getattr(param, "quant_state", None)
+    if qs is not None:
+        for attr in ("absmax", "code", "offset"):
+            yield getattr(qs, attr, None)
+        s2 = getattr(qs, "state2", None)
+        if s2 is not None:
+            yield getattr(s2, "absmax", None)
+            yield getattr(s2, "code", None)
+    for attr in ("SCB", "CB"):
+        yield getattr(param, attr, None)
+    st = getattr(module, "state", None)
+    if st is not None:
+        for attr in ("SCB", "CB"):
+            yield getattr(st, attr, None)
+
+
+def measured_weight_bytes(model: Any) -> int:
+    """Bytes the weights of a loaded model really occupy, bitsandbytes' quantization state included.
+
+    Parameters, buffers, QuantState absmax/code/nested tensors and LLM.int8 scales are summed
+    as memory ranges, merged per device, so tied weights, views and tensors shared between
+    layers count once. ``model.get_memory_footprint()`` counts parameters and buffers only and
+    so misses the quantization constants (and with them the double-quant saving). Meta tensors
+    count nothing.
+    """
+    import torch
+
+    ranges: dict[str, list[tuple[int, int]]] = {}
+
+    def add(t: Any) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t.numel() == 0:
+            return
+        span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
+        start = t.data_ptr()
+        if start == 0:
+            return
+        ranges.setdefault(str(t.device), []).append((start, start + span * t.element_size()))
+
+    for mod in model.modules():
+        for p in mod.parameters(recurse=False):
+            add(p)
+            for extra in _extra_tensors(p, mod):
+                add(extra)
+        for b in mod.buffers(recurse=False):
+            add(b)
+    total = 0
+    for spans in ranges.values():
+        spans.sort()
+        cur_s, cur_e = spans[0]
+        for s, e in spans[1:]:
+            if s <= cur_e:
+                cur_e = max(cur_e, e)
+            else:
+                total += cur_e - cur_s
+                cur_s, cur_e = s, e
+        total += cur_e - cur_s
+    return int(total)
