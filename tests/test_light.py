@@ -72,3 +72,13 @@ def test_unused_plugin_imports_nothing_heavy(pytester: pytest.Pytester, monkeypa
     assert probe["heavy"] == [], f"a session that never uses quantperf imported {probe['heavy']}"
     assert not {"pytest_quantperf.models", "pytest_quantperf.compare", "pytest_quantperf.storage",
                 "pytest_quantperf.report"} & set(probe["ours"])
+
+
+def test_report_header_and_no_unprefixed_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain=PLAIN)
+    r = pytester.runpytest_subprocess("--quantperf-save=main", "--quantperf-device=cpu", "-p", "no:cacheprovider")
+    r.stdout.fnmatch_lines(["quantperf: baseline=- save=main storage=*.quantperf device=cpu"])
+    plain = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert not [ln for ln in plain.stdout.lines if ln.startswith("quantperf:")]
+    markers = pytester.runpytest_subprocess("--markers").stdout.str()
+    assert "@pytest.mark.quant_budget" in markers and "@pytest.mark.gpu:" not in markers

@@ -60,19 +60,14 @@ def _usable_cpus() -> int:
 
 def _visible_indices(count: int) -> list[int]:
     """NVML ignores CUDA_VISIBLE_DEVICES; apply it when it lists plain indices."""
-    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if vis is None:
+    from .cuda_visible import visible_entries
+
+    entries = visible_entries()
+    if entries is None:
         return list(range(count))
-    out = []
-    for part in vis.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit():
-            return list(range(count))  # UUIDs or MIG ids: cannot map, report all
-        if int(part) < count:
-            out.append(int(part))
-    return out
+    if not all(x.isdigit() for x in entries):
+        return list(range(count))  # UUIDs or MIG ids: cannot map, report all
+    return [int(x) for x in entries if int(x) < count]
 
 
 def gpu_info(device: str | None = None) -> dict[str, Any]:

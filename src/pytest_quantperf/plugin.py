@@ -57,7 +57,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "quant_budget(**limits, tolerance=None): budgets for this test's measurements, e.g. "
         "quant_budget(vram_mb=6000, tokens_per_s=15, perplexity=25.0)")
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped cleanly without one")
     from .session import QuantperfSession, Settings, SettingsError
 
     opts = _options.resolve(config.getoption, config.getini)
@@ -132,6 +131,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from .scale import assign_groups
 
     assign_groups(config, items)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """One line of what this run compares with, where it stores, and where models go.
+
+    Only when a baseline or a save is asked for: a suite that never uses quantperf keeps its header
+    (and the device is named as asked, so the header probes no CUDA).
+    """
+    qs = _session(config)
+    if qs is None or qs.role == "worker" or not (qs.settings.baseline or qs.settings.save):
+        return None
+    s = qs.settings
+    return [f"quantperf: baseline={s.baseline or '-'} save={s.save or '-'} storage={s.storage} device={s.device}"]
 
 
 # --------------------------------------------------------------------------- fixtures

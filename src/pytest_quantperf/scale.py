@@ -113,17 +113,9 @@ def pin_worker_gpu(worker_id: str | None, gpus: Sequence[int], device: str) -> s
 
 
 def _visible_ids() -> list[str] | None:
-    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if cvd is None:
-        return None
-    ids = [x.strip() for x in cvd.split(",") if x.strip()]
-    # CUDA stops at the first invalid entry; "-1" (or an empty value) means "no GPU"
-    out = []
-    for x in ids:
-        if x.startswith("-"):
-            break
-        out.append(x)
-    return out
+    from .cuda_visible import visible_entries
+
+    return visible_entries()
 
 
 def _label(v: Any) -> str | None:
