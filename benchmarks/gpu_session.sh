@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks recorded in docs/gpu-results.md, as run on an H100 through a bare machine with
 # torch/transformers/accelerate preinstalled and bitsandbytes + gguf carried as wheels in .whl/.
-# Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1 or 2)
+# Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1-3; 4: kernel-time cost + time to verdict; 5: the same from a checkpoint + GPU tests;
+#   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -17,11 +18,22 @@ run() { local name=$1 limit=$2; shift 2; echo "### $name: $*" | tee -a "$OUT/sum
         echo "### $name rc=$rc in $(( $(date +%s) - t ))s" | tee -a "$OUT/summary.txt"; tail -n 40 "$OUT/$name.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.txt"
 python3 -c "import torch, transformers, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'bnb', bitsandbytes.__version__)" | tee -a "$OUT/summary.txt"
+if [ "$PART" = 4 ]; then
+  # issue 19: what a kernel-time figure costs, then the anchor's work saved and compared (and from a checkpoint)
+  run kernel_time_cost 200 python3 benchmarks/kernel_time_cost.py --out "$OUT/kernel_time_cost.json"
+  ANCHOR=""; [ -f "$OUT/ob_summary.json" ] && ANCHOR="--anchor-json $OUT/ob_summary.json"
+  run ttv 380 python3 benchmarks/time_to_verdict.py $ANCHOR --out "$OUT/ttv"
+fi
+if [ "$PART" = 5 ]; then
+  ANCHOR=""; [ -f "$OUT/ob_summary.json" ] && ANCHOR="--anchor-json $OUT/ob_summary.json"
+  run ttv_ckpt 420 python3 benchmarks/time_to_verdict.py --real-checkpoint $ANCHOR --out "$OUT/ttv_ckpt"
+  run gpu_tests 160 python3 -m pytest tests/test_gpu.py tests/test_measure.py -m gpu -q -p no:cacheprovider
+fi
 if [ "$PART" = 1 ]; then
-  run ttv 200 python3 benchmarks/time_to_verdict.py --skip-nf4-plain --max-time 4 --out "$OUT/ttv"
+  run ttv 400 python3 benchmarks/time_to_verdict.py --out "$OUT/ttv"
   run noise_gpu 330 python3 benchmarks/noise.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 --trials 10 --new-tokens 8 --max-time 2 --json "$OUT/noise_gpu.json"
 elif [ "$PART" = 3 ]; then
-  run ttv16 150 python3 benchmarks/time_to_verdict.py --skip-nf4-plain --max-time 4 --new-tokens 16 --out "$OUT/ttv16"
+  run ttv16 300 python3 benchmarks/time_to_verdict.py --new-tokens 16 --out "$OUT/ttv16"
   run gpu_tests 100 python3 -m pytest tests/test_gpu.py tests/test_fit.py -m gpu -q -p no:cacheprovider
 fi
 if [ "$PART" = 3 ]; then
