@@ -85,16 +85,22 @@ class Recorder:
         if cache_key is not None:
             self.session.ref_cache[cache_key] = res
         self._record_generate(lm, res)
+        for em in self.session.extra_metrics(self.nodeid, "generate", lm, res):
+            self._put(lm, em.name, em.samples, unit=em.unit, better=em.better,
+                      kind="timing" if em.better != "none" else "info")
         return res
 
     def _record_generate(self, lm: Any, res: GenerateResult) -> None:
         flags = tuple(res.flags)
-        extra = {"prompt_tokens": res.prompt_tokens, "new_tokens": res.new_tokens, "batch": res.batch,
-                 "warmup_runs": res.warmup_runs, "stop_reason": res.stop_reason}
+        extra: dict[str, Any] = {"prompt_tokens": res.prompt_tokens, "new_tokens": res.new_tokens,
+                                 "batch": res.batch, "warmup_runs": res.warmup_runs, "stop_reason": res.stop_reason}
+        host = getattr(res, "host", None)
+        if host:
+            extra["host"] = host  # how much of the machine the timed runs had: verdicts and reports read it
         for name, samples in res.samples.items():
-            self._put(lm, name, samples, flags=flags, extra=extra)
+            self._put(lm, name, samples, flags=flags, extra={**extra, "cost": res.cost(name)})
         for name, value in res.values.items():
-            ex = dict(extra)
+            ex = {**extra, "cost": res.cost(name)}
             if name == "vram_mb" and res.per_device_peak_mb:
                 ex["per_device_peak_mb"] = res.per_device_peak_mb
             if name.startswith("bw_util"):
