@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quantperf import ab
+from pytest_quantperf import ab, host
 from pytest_quantperf.compare import parse_tolerance
 from pytest_quantperf.results import Metric
 
@@ -185,6 +185,54 @@ def test_judge_rounds_pairs_documents_and_names_new_and_gone() -> None:
     json.dumps([v.to_dict() for v in got.values()])  # JSON-able
 
 
+def test_contended_rounds_are_named_in_timing_verdicts_only() -> None:
+    def doc(metrics: dict[str, Metric]) -> dict:
+        return {"tests": {"t.py::x": {"metrics": {k: m.to_dict() for k, m in metrics.items()}}}}
+
+    b, h = _rounds([5.0, 5.1, 5.0]), _rounds([6.5, 6.6, 6.4])
+    mem = Metric("vram_mb", 100.0, "MiB", "lower", "memory")
+    got = {v.metric: v for v in ab.judge_rounds([doc({"step_ms": m, "vram_mb": mem}) for m in b],
+                                                [doc({"step_ms": m, "vram_mb": mem}) for m in h],
+                                                too_busy=[2], contended=[1, 2])}
+    step = got["step_ms"]
+    # the pairing keeps every round: load on both runs of a round cancels in its ratio
+    assert step.status == "regression" and step.rounds == 3
+    assert "host too busy to measure in round 2; host contended in round 1)" in step.message
+    assert "host" not in got["vram_mb"].message  # memory does not depend on the neighbours
+    quiet = {v.metric: v for v in ab.judge_rounds([doc({"step_ms": m}) for m in b], [doc({"step_ms": m}) for m in h])}
+    assert "host" not in quiet["step_ms"].message
+
+
+def test_host_figures_of_a_run_are_read_when_present_and_absent_is_fine() -> None:
+    assert ab.measured_host({"tests": {"t::a": {"metrics": {"step_ms": {"value": 1.0}}}}}) is None
+    assert ab.measured_host({"tests": {}}) is None
+    run_doc = {"tests": {
+        "t::a": {"metrics": {"host_contention": {"value": 0.5, "samples": [0.1, 0.5, 0.8]},
+                             "host_rss_mb": {"value": 900.0},
+                             "latency_ms": {"value": 10.0, "extra": {"host_cpu_share": 0.9, "note": "x"}}}},
+        "t::b": {"metrics": {"host_contention": {"value": 0.05}}}}}
+    m = ab.measured_host(run_doc)
+    assert m == {"host_contention": 0.3, "host_cpu_share": 0.9, "state": host.TOO_BUSY}
+    runs = [{"round": 1, "side": "base", "wall_s": 3.0,
+             "host": {"state": "quiet", "cpu_share": 0.9, "others_cores": 0.1, "contention": 0.05},
+             "host_measured": m},
+            {"round": 1, "side": "head", "wall_s": 3.1, "host": {"state": "contended", "contention": 0.3}},
+            {"round": 2, "side": "head", "wall_s": 3.1}]
+    assert [ab.run_host_state(r) for r in runs] == [host.TOO_BUSY, host.CONTENDED, None]
+    table = ab.format_host_table(runs).splitlines()
+    assert table[0].split() == ["round", "side", "wall", "s", "cpu", "share", "others", "contention", "state",
+                                "in-run"]
+    assert table[2].split() == ["1", "base", "3.0", "0.90", "0.10", "0.05", "quiet", "too_busy", "(0.30)"]
+    assert table[4].split() == ["2", "head", "3.1", "-", "-", "-", "unknown", "-"]
+
+
+def test_default_rounds_are_enough_for_a_verdict_across_rounds() -> None:
+    assert ab._parser().parse_args(["--base", "x"]).rounds is None  # main takes rounds_for_alpha(--alpha)
+    base, head = _rounds([5.0] * 7, n=3), _rounds([5.9, 6.0, 5.8, 6.1, 5.9, 6.0, 6.2], n=3)
+    v = ab.judge_metric("t::a", "step_ms", base, head, TOL10)
+    assert v.status == "regression" and v.p_method == "signed-rank"
+
+
 def test_the_quantperf_command_delegates_to_ab(capsys: pytest.CaptureFixture[str]) -> None:
     from pytest_quantperf.cli import main as cli_main
 
@@ -213,6 +261,13 @@ def test_ab_flags_a_sleep_per_sample(repo: Path, monkeypatch: pytest.MonkeyPatch
         (1, "base"), (1, "head"), (2, "head"), (2, "base"), (3, "base"), (3, "head")]
     assert doc["base"]["commit"] == _git(repo, "rev-parse", "HEAD~1").strip()
     assert len(_worktrees(repo)) == 1  # the base worktree is gone
+    # every run says what it had of the machine, in the JSON and in the printed table
+    for r in doc["runs"]:
+        h = r["host"]
+        assert h["state"] in host.STATES and 0 <= h["contention"] <= 1 and h["cpu_s"] > 0, r
+        assert h["wall_s"] == pytest.approx(r["wall_s"], abs=1e-3)
+    assert "host load per run:" in cap.out and "contention" in cap.out
+    assert sum(doc["host"]["counts"].values()) == 6
 
 
 @pytest.mark.slow
@@ -242,10 +297,12 @@ def test_usage_errors_exit_2_and_say_what_to_do(repo: Path, tmp_path: Path, monk
     assert ab.main(["--rounds", "3"]) == 2  # --base is required (argparse prints the usage)
     capsys.readouterr()
 
-    # pytest cannot run: the error shows the tail of its output, and the worktree is removed
-    assert ab.main(["--base", "HEAD", "--rounds", "1", "--", *PYTEST_ARGS, "--no-such-option"]) == 2
+    # pytest cannot run: the error shows the tail of its output, and the worktree is removed; without
+    # --rounds the plan is the 7 rounds a verdict across rounds needs at alpha 0.01
+    assert ab.main(["--base", "HEAD", "--", *PYTEST_ARGS, "--no-such-option"]) == 2
     err = capsys.readouterr().err
     assert "pytest could not run the suite on the base side" in err and "--no-such-option" in err
+    assert "7 rounds, 14 pytest runs" in err
     assert len(_worktrees(repo)) == 1
 
 

@@ -201,11 +201,10 @@ def test_history_table_values_and_trend(store, tmp_path, capsys):
 
 
 def test_accept_then_compare_passes_with_the_reason(store, capsys):
-    # the value defaults to the latest saved run of that baseline: here pr-slow's 30 tok/s is saved as its own
-    # baseline, so accept it explicitly on main and check the default on pr-slow itself
-    assert main(q(store, "accept", "pr-slow", "--test", SPEED, "--metric", "tokens_per_s",
+    # --from takes the value another run measured (a saved name or a --quantperf-json file)
+    assert main(q(store, "accept", "pr-same", "--test", SPEED, "--metric", "tokens_per_s", "--from", "pr-slow",
                   "--reason", "checked", "--who", "bob")) == 0
-    assert "= 30 tok/s (from the run saved 2026-11-03T03:00:00Z)" in capsys.readouterr().out
+    assert "= 30 tok/s (from baseline 'pr-slow', created 2026-11-03T03:00:00Z)" in capsys.readouterr().out
     assert main(q(store, "accept", "main", "--test", SPEED, "--metric", "tokens_per_s", "--value", "30",
                   "--reason", "smaller KV cache, slower on purpose", "--who", "alice")) == 0
     capsys.readouterr()
@@ -223,7 +222,7 @@ def test_accept_who_defaults_to_git_or_user(store, monkeypatch, capsys, tmp_path
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "nogit"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.chdir(tmp_path)
-    assert main(q(store, "accept", "main", "--test", MEM, "--metric", "vram_mb", "--reason", "r")) == 0
+    assert main(q(store, "accept", "main", "--test", MEM, "--metric", "vram_mb", "--value", "100", "--reason", "r")) == 0
     assert "by carol" in capsys.readouterr().out
 
 
@@ -246,7 +245,7 @@ def test_accept_errors_name_what_is_wrong(store, capsys):
     ("compare", ["BASE", "OTHER", "Exit status 1", "--tolerance", "--html"]),
     ("report", ["RUN_OR_NAME", "--baseline", "--html", "--markdown", "--json"]),
     ("history", ["--test", "--metric", "--html", "trend"]),
-    ("accept", ["--test", "--metric", "--reason", "--value", "latest saved run"]),
+    ("accept", ["--test", "--metric", "--reason", "--value", "--from", "--quantperf-json"]),
 ])
 def test_every_verb_has_useful_help(verb, words, capsys):
     with pytest.raises(SystemExit) as e:

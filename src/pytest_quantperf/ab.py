@@ -30,14 +30,16 @@ from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from . import host as _host
 from . import stats
 from .compare import (STAT_KINDS, Tolerance, compare_metric, parse_tolerance_spec, tolerance_for)
 from .results import HIGHER, LOWER, Metric, metric_info
 
 __all__ = ["ABError", "ABVerdict", "judge_metric", "judge_rounds", "rounds_for_alpha", "run_ab",
-           "format_table", "stratified_rank_p", "main"]
+           "format_table", "format_host_table", "run_host_state", "stratified_rank_p", "main", "DEFAULT_ALPHA"]
 
 PROG = "quantperf ab"
+DEFAULT_ALPHA = 0.01
 STATUSES = ("pass", "improvement", "regression", "inconclusive", "new", "gone", "not_gated")
 # pytest exit codes that still mean "the suite ran": 0 all passed, 1 some tests failed
 _RAN = (0, 1)
@@ -317,11 +319,17 @@ def _signed_rank_p(d: Sequence[float], alternative: str) -> float:
 
 def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Mapping[str, Any]],
                  tolerances: Mapping[str, Tolerance] | None = None, *, alpha: float = 0.01,
-                 n_boot: int = 2000) -> list[ABVerdict]:
+                 n_boot: int = 2000, too_busy: Sequence[int] = (),
+                 contended: Sequence[int] = ()) -> list[ABVerdict]:
     """Verdicts for every metric of every test from paired run documents (one pair per round).
 
     A metric measured on only one side in every round is ``new`` (head only) or ``gone``
     (base only); rounds where either side lacks it (a failed test) are left out of the pairing.
+    ``too_busy`` and ``contended`` (round numbers from 1) are rounds in which a run's host was too
+    busy to measure, or contended: they are named in the timing verdicts' messages.  They stay in
+    the pairing: load that hits both runs of a round cancels in its ratio, which is why ``ab``
+    interleaves, and load that hits one run moves one round, which the test across rounds weighs
+    as one round of seven.
     """
     if len(base_docs) != len(head_docs):
         raise ValueError(f"rounds must pair up, got {len(base_docs)} base and {len(head_docs)} head documents")
@@ -336,6 +344,9 @@ def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Map
         d = (((doc.get("tests") or {}).get(nodeid) or {}).get("metrics") or {}).get(name)
         return _metric(name, d) if d else None
 
+    loaded = {int(r): _host.TOO_BUSY for r in too_busy}
+    for r in contended:
+        loaded.setdefault(int(r), _host.CONTENDED)
     out: list[ABVerdict] = []
     for nodeid, name in sorted(seen):
         tol = tolerance_for(nodeid, name, tolerances)
@@ -344,9 +355,18 @@ def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Map
         if both:
             v = judge_metric(nodeid, name, [b for b, _ in both], [h for _, h in both], tol, alpha=alpha,
                              n_boot=n_boot)
+            notes = []
             if len(both) < len(pairs):
-                v = replace(v, message=v.message + f" (measured on both sides in only {len(both)} of "
-                                              f"{len(pairs)} rounds)")
+                notes.append(f"measured on both sides in only {len(both)} of {len(pairs)} rounds")
+            used = [i + 1 for i, (b, h) in enumerate(pairs) if b is not None and h is not None]
+            if v.kind in STAT_KINDS:
+                for state in (_host.TOO_BUSY, _host.CONTENDED):
+                    rs = [r for r in used if loaded.get(r) == state]
+                    if rs:
+                        notes.append(f"host {state.replace('_', ' ')}{' to measure' if state == _host.TOO_BUSY else ''}"
+                                     f" in round{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}")
+            if notes:
+                v = replace(v, message=v.message + f" ({'; '.join(notes)})")
             out.append(v)
             continue
         any_h = next((h for _, h in pairs if h is not None), None)
@@ -409,11 +429,18 @@ def _child_env(tree: Tree, pythonpath: Sequence[str]) -> dict[str, str]:
 def _run_pytest(tree: Tree, pytest_args: Sequence[str], out: Path, pythonpath: Sequence[str],
                 round_no: int, log: RunLog, echo: Any) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "pytest", *pytest_args, "-p", "no:cacheprovider", f"--quantperf-json={out}"]
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=tree.cwd, env=_child_env(tree, pythonpath), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    log.runs.append({"round": round_no, "side": tree.label, "exit": r.returncode, "wall_s": round(wall, 3)})
-    echo(f"  round {round_no} {tree.label:<4} {tree.commit[:10]}: pytest exit {r.returncode} in {wall:.1f} s")
+    # the whole pytest run asks for every core: torch's intra-op threads default to all of them
+    meter = _host.HostMeter(threads=len(_host.available_cores()), children=True)
+    with meter:
+        r = subprocess.run(cmd, cwd=tree.cwd, env=_child_env(tree, pythonpath), capture_output=True, text=True)
+    hs = meter.result
+    wall = hs.wall_s
+    entry = {"round": round_no, "side": tree.label, "exit": r.returncode, "wall_s": round(wall, 3),
+             "host": hs.to_dict()}
+    log.runs.append(entry)
+    echo(f"  round {round_no} {tree.label:<4} {tree.commit[:10]}: pytest exit {r.returncode} in {wall:.1f} s"
+         + (f"; host {hs.state}: other processes used {hs.others_cores:.2f} of {hs.cores} cores"
+            if hs.state is not None and hs.others_cores is not None else ""))
     output = (r.stdout or "") + (r.stderr or "")
     if r.returncode not in _RAN:
         raise ABError(f"pytest could not run the suite on the {tree.label} side ({tree.cwd}, round {round_no}, "
@@ -429,7 +456,45 @@ def _run_pytest(tree: Tree, pytest_args: Sequence[str], out: Path, pythonpath: S
                       f"is pytest-quantperf active there (the {tree.label} commit may predate "
                       f"--quantperf-json, or -p no:quantperf was passed)?\n--- last lines of its output ---\n"
                       f"{_tail(output)}") from None
+    measured = measured_host(doc)
+    if measured:
+        entry["host_measured"] = measured
     return doc
+
+
+def measured_host(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The host figures the run itself recorded per measurement, when its plugin records them.
+
+    Looks for metrics named ``host_*`` (``host_contention``, ``host_cpu_share``,
+    ``host_cpu_ms_per_token``: their samples, else their value) and for ``host_*`` numbers in a
+    metric's ``extra``; returns the median of each over the run's tests, or None when the run has
+    none (a plugin version that does not measure the host).
+    """
+    vals: dict[str, list[float]] = {}
+    for t in (doc.get("tests") or {}).values():
+        for name, m in ((t or {}).get("metrics") or {}).items():
+            if not isinstance(m, Mapping):
+                continue
+            if name.startswith("host_") and name != "host_rss_mb":
+                xs = [x for x in (m.get("samples") or [m.get("value")]) if isinstance(x, (int, float))]
+                vals.setdefault(name, []).extend(float(x) for x in xs if math.isfinite(x))
+            for k, x in (m.get("extra") or {}).items():
+                if str(k).startswith("host_") and isinstance(x, (int, float)) and not isinstance(x, bool) \
+                        and math.isfinite(x):
+                    vals.setdefault(str(k), []).append(float(x))
+    if not vals:
+        return None
+    out: dict[str, Any] = {k: round(statistics.median(v), 4) for k, v in sorted(vals.items()) if v}
+    if "host_contention" in vals and vals["host_contention"]:
+        out["state"] = _host.classify(max(vals["host_contention"]))
+    return out
+
+
+def run_host_state(run: Mapping[str, Any]) -> str | None:
+    """The worse of the state ``quantperf ab`` measured around a run and the one the run recorded itself."""
+    states = [s for s in ((run.get("host") or {}).get("state"), (run.get("host_measured") or {}).get("state"))
+              if s in _host.STATES]
+    return max(states, key=_host.STATES.index) if states else None
 
 
 def _resolve(cwd: Path, ref: str) -> tuple[Path, str, Path]:
@@ -450,17 +515,22 @@ def _resolve(cwd: Path, ref: str) -> tuple[Path, str, Path]:
     return top, r.stdout.strip(), rel
 
 
-def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int = 3, cwd: str | os.PathLike[str] | None = None,
+def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = None, cwd: str | os.PathLike[str] | None = None,
            pythonpath: Sequence[str] | None = None, keep_worktree: bool = False,
            echo: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Run the suite ``rounds`` times on each side, interleaved; ``(base_docs, head_docs, info)``.
 
     Round ``i`` runs base then head when ``i`` is odd, head then base when even, so a slow
-    drift of the machine favours neither side.  ``pythonpath`` entries (relative to each tree's
+    drift of the machine favours neither side.  ``rounds`` defaults to :func:`rounds_for_alpha`
+    at alpha 0.01 (7): the fewest at which the test across rounds can decide.  Each entry of
+    ``info["runs"]`` carries ``host``, what the run had of the machine (:mod:`host`), and
+    ``host_measured`` when the run recorded host figures itself.  ``pythonpath`` entries (relative to each tree's
     root; default ``src`` when the repository has one) are prepended to ``PYTHONPATH`` so a
     package installed in editable mode resolves to each tree's own code.
     """
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    if rounds is None:
+        rounds = rounds_for_alpha(DEFAULT_ALPHA)
     if rounds < 1:
         raise ABError(f"--rounds must be at least 1, got {rounds}")
     here = Path(cwd or os.getcwd())
@@ -528,6 +598,39 @@ def format_table(verdicts: Sequence[ABVerdict]) -> str:
     return "\n".join(lines)
 
 
+def format_host_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """What each run had of the machine, one row per pytest run (from ``info["runs"]``).
+
+    ``others``: cores' worth of CPU the rest of the machine used during the run; ``contention``:
+    the share of the run's cores they held (the run asks for all of them); ``in-run``: the state
+    the run's own measurements recorded, where its plugin records host figures.
+    """
+    head = ("round", "side", "wall s", "cpu share", "others", "contention", "state", "in-run")
+    rows = [head]
+    for r in runs:
+        h = r.get("host") or {}
+        m = r.get("host_measured") or {}
+
+        def f(v: Any, fmt: str = "{:.2f}") -> str:
+            return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+        inrun = "-"
+        if m:
+            inrun = (m.get("state") or "?") + (f" ({m['host_contention']:.2f})" if "host_contention" in m else "")
+        rows.append((str(r.get("round", "")), str(r.get("side", "")), f(r.get("wall_s"), "{:.1f}"),
+                     f(h.get("cpu_share")), f(h.get("others_cores")), f(h.get("contention")),
+                     str(h.get("state") or "unknown"), inrun))
+    widths = [max(len(x[i]) for x in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _rounds_in(runs: Sequence[Mapping[str, Any]], state: str) -> list[int]:
+    """Rounds in which a run (either side) was in ``state``."""
+    return sorted({int(r["round"]) for r in runs if run_host_state(r) == state})
+
+
 def _summary(verdicts: Sequence[ABVerdict]) -> dict[str, int]:
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:
@@ -539,12 +642,14 @@ def _summary(verdicts: Sequence[ABVerdict]) -> dict[str, int]:
 
 EPILOG = """\
 Everything after -- goes to pytest, e.g.:
-  quantperf ab --base origin/main --rounds 5 -- tests/perf -q -k generate
-Cost: 2 x ROUNDS pytest runs (the suite's full time each). Verdicts: regression (exit 1),
-improvement, inconclusive (beyond tolerance, not significant: add rounds), pass.
-With fewer than 7 rounds (at --alpha 0.01) significance comes from a rank test of the samples
-within each round and every round must move the same way; from 7 rounds on, from a
-signed-rank test across rounds."""
+  quantperf ab --base origin/main -- tests/perf -q -k generate
+Cost: 2 x ROUNDS pytest runs (the suite's full time each; 14 at the default 7 rounds).
+Verdicts: regression (exit 1), improvement, inconclusive (beyond tolerance, not significant:
+add rounds), pass. From 7 rounds on (at --alpha 0.01) significance comes from a signed-rank
+test across rounds, the rounds being the independent units; with fewer, from a rank test of the
+samples within each round, and every round must move the same way.
+Each run's host load is measured and shown, and the timing verdicts name the rounds whose
+host was contended or too busy to measure."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -553,11 +658,12 @@ def _parser() -> argparse.ArgumentParser:
                                             "on the working tree, interleaved in rounds on this machine, and gate\n"
                                             "on the paired differences.", epilog=EPILOG)
     p.add_argument("--base", required=True, metavar="REF", help="the commit to compare against (branch, tag, sha)")
-    p.add_argument("--rounds", type=int, default=3, metavar="N",
-                   help="rounds; each runs the suite once per side (default 3; 7+ for a round-level test)")
+    p.add_argument("--rounds", type=int, default=None, metavar="N",
+                   help="rounds; each runs the suite once per side (default: the fewest at which the test "
+                        "across rounds can decide, 7 at --alpha 0.01)")
     p.add_argument("--tolerance", default="", metavar="SPEC",
                    help="tolerances, e.g. tokens_per_s=5%%,step_ms=10%% (defaults per metric)")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default 0.01)")
     p.add_argument("--json", metavar="OUT", help="write verdicts, runs and every round's documents here")
     p.add_argument("--keep-worktree", action="store_true", help="leave the base worktree in place for inspection")
     p.add_argument("--pythonpath", action="append", metavar="DIR",
@@ -590,9 +696,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             tolerances = parse_tolerance_spec(args.tolerance)
         except ValueError as e:
             raise ABError(f"--tolerance: {e}") from None
+        if args.rounds is None:
+            args.rounds = rounds_for_alpha(args.alpha)
         base_docs, head_docs, info = run_ab(args.base, pytest_args, rounds=args.rounds,
                                             pythonpath=args.pythonpath, keep_worktree=args.keep_worktree)
-        verdicts = judge_rounds(base_docs, head_docs, tolerances, alpha=args.alpha)
+        too_busy = _rounds_in(info["runs"], _host.TOO_BUSY)
+        contended = _rounds_in(info["runs"], _host.CONTENDED)
+        verdicts = judge_rounds(base_docs, head_docs, tolerances, alpha=args.alpha, too_busy=too_busy,
+                                contended=contended)
         if not any(v.status not in ("new", "gone") for v in verdicts):
             base_ids = sorted({k for d in base_docs for k in (d.get("tests") or {})})
             head_ids = sorted({k for d in head_docs for k in (d.get("tests") or {})})
@@ -603,14 +714,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print(format_table(verdicts))
+    print("\nhost load per run:")
+    print(format_host_table(info["runs"]))
+    states = [run_host_state(r) for r in info["runs"]]
+    host_counts = {st: states.count(st) for st in _host.STATES}
+    host_counts["unknown"] = states.count(None)
     counts = _summary(verdicts)
     print(f"\n{PROG}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) +
           f" (alpha {args.alpha:g}, {args.rounds} rounds, base {args.base})")
+    print(f"{PROG}: host " + ", ".join(f"{n} {st.replace('_', ' ')}" for st, n in host_counts.items() if n)
+          + f" of {len(states)} runs"
+          + (f"; too busy to measure in rounds {', '.join(map(str, too_busy))}: a timing verdict from "
+             "those rounds measures the neighbours as much as the code" if too_busy else ""))
     for v in verdicts:
         if v.status in ("regression", "inconclusive", "improvement"):
             print(f"  {v.nodeid}: {v.message}")
     if args.json:
         doc = {"schema": 1, "kind": "ab", "alpha": args.alpha, **info, "counts": counts,
+               "host": {"counts": host_counts, "too_busy_rounds": too_busy, "contended_rounds": contended},
                "verdicts": [v.to_dict() for v in verdicts], "base_runs": base_docs, "head_runs": head_docs}
         try:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

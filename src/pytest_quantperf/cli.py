@@ -30,7 +30,7 @@ verbs:
   compare BASE OTHER          verdicts of OTHER against BASE; exit 1 on a gating regression
   report RUN_OR_NAME --html P HTML/Markdown/JSON report of a stored run
   history [NAME]              saved runs and acceptances; --test/--metric for values, --html for a trend chart
-  accept NAME --test ID --metric M --reason TEXT
+  accept NAME --test ID --metric M --reason TEXT --from RUN|--value V
                               accept a changed value on purpose (kept with who, when and why)
   fit MODEL --quant Q --gpu-mb N
                               predicted memory before any load
@@ -406,9 +406,24 @@ def _who() -> str:
     return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
+def _metric_value(doc: Mapping[str, Any], nodeid: str, metric: str) -> float | None:
+    """The stored value (the median for sampled metrics) of one test's metric in a run document."""
+    m = (((doc.get("tests") or {}).get(nodeid) or {}).get("metrics") or {}).get(metric)
+    v = m.get("value") if isinstance(m, Mapping) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def cmd_accept(args: argparse.Namespace) -> int:
+    """Accept a value given with ``--value``, or the value the run in ``--from`` measured.
+
+    Without either there is nothing to accept: a run that regressed is never saved, so the only
+    stored value is the baseline's own, and accepting that changes no verdict.  The command then
+    refuses and names ``--from`` and ``--value`` instead of writing a record that accepts nothing.
+    """
     from .storage import StorageError
 
+    if not args.reason.strip():
+        raise CliError("an acceptance needs a reason: say why this change is intended (--reason TEXT)")
     st = _storage(args)
     doc, _ = load_run(args, args.name, args.hardware)
     tests = doc.get("tests") or {}
@@ -420,29 +435,38 @@ def cmd_accept(args: argparse.Namespace) -> int:
     if args.metric not in metrics:
         raise CliError(f"test {args.test!r} of baseline {args.name!r} has no metric {args.metric!r}; it has "
                        f"{', '.join(sorted(metrics)) or 'none'}")
-    value = args.value
-    source = "--value"
-    if value is None:
-        try:
-            entries = st.history(args.name, skip_invalid=True)
-        except (StorageError, ValueError) as e:
-            raise CliError(str(e)) from None
-        for h in reversed(entries):
-            m = ((h.get("tests") or {}).get(args.test) or {}).get("metrics", {}).get(args.metric) \
-                if h.get("kind", "run") == "run" else None
-            if m and isinstance(m.get("value"), (int, float)):
-                value, source = float(m["value"]), f"the run saved {h.get('created')}"
-                break
+    unit = metrics[args.metric].get("unit") or ""
+    us = f" {unit}" if unit else ""
+    base_value = _metric_value(doc, args.test, args.metric)
+    if args.value is not None and args.from_run:
+        raise CliError("give --value V or --from RUN, not both")
+    if args.value is not None:
+        value, source = float(args.value), "--value"
+    elif args.from_run:
+        run, desc = load_run(args, args.from_run)
+        value = _metric_value(run, args.test, args.metric)
         if value is None:
-            raise CliError(f"no saved run of {args.name!r} has {args.test} {args.metric}; pass --value V")
+            raise CliError(f"{desc} has no value of {args.test} {args.metric} (did that test fail before "
+                           f"measuring it?); pass --value V to accept a value by hand")
+        source = f"{desc}, created {run.get('created') or '?'}"
+    else:
+        held = f"; the baseline holds {base_value:g}{us}, and accepting its own value would change no verdict" \
+            if base_value is not None else ""
+        raise CliError(f"say which value of {args.test} {args.metric} to accept: --from RUN, the run that "
+                       f"measured the new value (the file its --quantperf-json wrote, or a name it was saved "
+                       f"under), or --value V{held}")
+    better = metrics[args.metric].get("better")
+    note = ""
+    if base_value is not None and better in ("lower", "higher") and \
+            not (value > base_value if better == "lower" else value < base_value):
+        note = f" (no worse than the baseline's {base_value:g}{us}: nothing fails there today)"
     who = args.who or _who()
     try:
         st.accept(args.name, args.test, args.metric, float(value), args.reason, who, hardware_id=args.hardware)
     except (StorageError, ValueError) as e:
         raise CliError(str(e)) from None
-    unit = metrics[args.metric].get("unit") or ""
-    print(f"accepted {args.test} {args.metric} = {value:g}{(' ' + unit) if unit else ''} (from {source}) in baseline "
-          f"{args.name!r} by {who}: {args.reason}")
+    print(f"accepted {args.test} {args.metric} = {value:g}{us} (from {source}) in baseline "
+          f"{args.name!r} by {who}: {args.reason}{note}")
     return 0
 
 
@@ -555,8 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", required=True, metavar="NODEID", help="the test's full node id")
     s.add_argument("--metric", required=True, metavar="M", help="the metric, e.g. tokens_per_s")
     s.add_argument("--reason", required=True, metavar="TEXT", help="why this change is intended")
-    s.add_argument("--value", type=float, metavar="V",
-                   help="the accepted value (default: the latest saved run's value for this test and metric)")
+    s.add_argument("--from", dest="from_run", metavar="RUN",
+                   help="accept the value this run measured: the JSON file a --quantperf-json run wrote (e.g. "
+                        "the failing pull-request run), or a baseline name")
+    s.add_argument("--value", type=float, metavar="V", help="accept this value instead (one of --from, --value)")
     s.add_argument("--who", metavar="NAME", help="who accepts it (default: git user.name, else $USER)")
     s.add_argument("--hardware", metavar="ID", help="only the copy of this hardware id (default: every copy)")
     s.set_defaults(func=cmd_accept)
