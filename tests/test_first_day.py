@@ -67,6 +67,34 @@ def test_gpu_only_budgets_are_na_on_the_cpu(pytester, run_quantperf):
     r.stdout.fnmatch_lines(["*3 budgets n/a on this device*"])
 
 
+def test_unchanged_runs_print_no_warning(pytester, run_quantperf):
+    """Save, then compare the same suite: single-sample and session-dependent figures stay quiet."""
+    pytester.makepyfile(test_aa="""
+        import pytest
+
+        @pytest.mark.quant_budget(tokens_per_s=0.01, host_rss_mb=20000)
+        def test_nf4(quant_model, quantperf):
+            quantperf.generate(quant_model("default", quant="nf4"), "Hello", max_new_tokens=4)
+    """)
+    run_quantperf("--quantperf-save=main").assert_outcomes(passed=1)
+    for i in range(2):
+        r = run_quantperf("--quantperf-baseline=main", f"--quantperf-json=aa{i}.json")
+        r.assert_outcomes(passed=1)
+        doc = json.loads((pytester.path / f"aa{i}.json").read_text())
+        v = _verdicts(doc, "test_aa.py::test_nf4")
+        assert v[("baseline", "load_s")]["status"] == "not_gated"
+        assert v[("baseline", "host_rss_mb")]["status"] == "not_gated"
+        assert v[("baseline", "footprint_mb")]["status"] == "pass"
+        assert v[("baseline", "latency_ms")]["evidence"] == "assumed"
+        # a timing figure moves only when the host did: then the verdict names the host, never "regression"
+        for (src, metric), x in v.items():
+            if src == "baseline" and x["status"] != "pass":
+                assert x["status"] in ("inconclusive", "not_gated"), (metric, x["message"])
+                assert x["status"] == "not_gated" or "host " in x["message"], (metric, x["message"])
+        warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
+        assert all("host " in ln for ln in warned), warned
+
+
 def test_a_warn_only_run_that_breached_never_becomes_the_baseline(pytester, run_quantperf):
     pytester.makepyfile(test_w="""
         import pytest

@@ -293,12 +293,27 @@ def contention_guard(verdicts: Sequence[Verdict], host: Mapping[str, Mapping[str
     out = []
     for v in verdicts:
         h = host.get(model_key(v.metric)) or {}
-        if v.status in ("regression", "improvement") and v.kind in ("timing", "energy") \
-                and h.get("state") in ("contended", "too_busy"):
-            v = replace(v, status="inconclusive", gating=False,
-                        message=v.message + f" [host {h.get('state')}: {h.get('summary', '')}; not gated]")
+        state = h.get("state")
+        if v.kind in ("timing", "energy") and state in ("contended", "too_busy") \
+                and v.status in ("regression", "improvement", "inconclusive", "too_noisy"):
+            what = "too busy to measure" if state == "too_busy" else "contended"
+            status = "inconclusive" if v.status in ("regression", "improvement") else v.status
+            v = replace(v, status=status, gating=False,
+                        message=v.message + f" [host {what}: {h.get('summary', '')}; not gated]")
         out.append(v)
     return out
+
+
+_HOST_ORDER = ("quiet", "contended", "too_busy")
+
+
+def _note_host(host: dict[str, Mapping[str, Any]], key: str, h: Any, prefix: str) -> None:
+    """Keep the worst host state seen for a model, on either side of the comparison."""
+    if not isinstance(h, Mapping) or h.get("state") not in _HOST_ORDER:
+        return
+    seen = host.get(key)
+    if seen is None or _HOST_ORDER.index(h["state"]) > _HOST_ORDER.index(seen["state"]):
+        host[key] = {"state": h["state"], "summary": prefix + str(h.get("summary", ""))}
 
 
 def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[str, Any] | None, *,
@@ -322,11 +337,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
     host: dict[str, Mapping[str, Any]] = {}
     for name in metrics:
         cur = metrics[name]
-        h = (cur.extra or {}).get("host")
-        if isinstance(h, Mapping) and h.get("state"):
-            key = model_key(name)
-            if h.get("state") != "quiet" or key not in host:
-                host[key] = h
+        _note_host(host, model_key(name), (cur.extra or {}).get("host"), "")
         tol = tolerance_for(nodeid, name, tolerances, per)
         if name not in base_metrics:
             verdicts.append(Verdict(nodeid, name, "new", None, cur.value, None, tol.text,
@@ -335,9 +346,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
                                     unit=cur.unit, better=cur.better, kind=cur.kind))
             continue
         base = _metric(name, base_metrics[name])
-        bh = (base.extra or {}).get("host")
-        if isinstance(bh, Mapping) and bh.get("state") in ("contended", "too_busy"):
-            host.setdefault(model_key(name), {"state": bh["state"], "summary": "baseline measured on a busy host"})
+        _note_host(host, model_key(name), (base.extra or {}).get("host"), "the baseline's runs: ")
         verdicts.append(compare_metric(nodeid, name, base, cur, tol, same_hardware=same_hardware,
                                        gate_cross_hardware=gate_cross_hardware, alpha=alpha,
                                        accepted=accepted.get(name), history=history.get(name, ())))

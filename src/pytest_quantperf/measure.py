@@ -117,6 +117,9 @@ class GenerateResult:
     profiled_seconds: float = 0.0
     timed_seconds: float = 0.0
     kernel_time_path: str = ""
+    #: how much of the machine the timed runs had (host.summarize): verdicts taken on a contended
+    #: host say so and are not regressions by themselves
+    host: dict[str, Any] = field(default_factory=dict)
 
     @property
     def median(self) -> dict[str, float]:
@@ -297,6 +300,19 @@ def _timing_values(t: RunTiming) -> dict[str, float]:
     return vals
 
 
+def _threads_asked(lm: Any, on_cuda: bool) -> int:
+    """The CPU threads a run asks for: one host thread drives a GPU; torch's or llama.cpp's pool otherwise."""
+    if on_cuda:
+        return 1
+    n = getattr(lm, "n_threads", None) or getattr(getattr(lm, "spec", None), "n_threads", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1
+
+
 def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: SamplingPlan, *,
                      nvml: Any = None, bandwidth_gbs: float | None = None,
                      gpu_time: bool = True) -> GenerateResult:
@@ -399,6 +415,10 @@ def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: Samplin
     total_tokens = 0
     t_timed = time.perf_counter()
     last: RunTiming | None = None
+    from .host import HostMeter, describe, summarize
+
+    threads = _threads_asked(lm, bool(cuda_devs))
+    host_runs = []
     with HostPeak() as host:
         while True:
             go_on, reason = plan.next_timed_run(lat_s, elapsed())
@@ -406,7 +426,9 @@ def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: Samplin
                 res.stop_reason = reason
                 break
             e0 = nvml.energy_mj() if nvml is not None else None
-            t = backend.run(prepared, max_new_tokens)  # synchronises the device before returning
+            with HostMeter(threads, tokens=max_new_tokens * len(prompts)) as hm:
+                t = backend.run(prepared, max_new_tokens)  # synchronises the device before returning
+            host_runs.append(hm.result)
             e1 = nvml.energy_mj() if nvml is not None else None
             last = t
             lat_s.append(t.end - t.start)
@@ -432,6 +454,12 @@ def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: Samplin
     res.samples = samples
     res.text = last.text if last else ""
     res.values["host_rss_mb"] = host.peak_mb
+    if host_runs:
+        summary = summarize(host_runs)
+        res.host = {**summary, "summary": describe(summary)}
+        cpu = [x for x in summary["cpu_ms_per_token"] if x]
+        if cpu:
+            res.samples["cpu_ms_per_token"] = cpu
     if cuda_devs:
         import torch
 

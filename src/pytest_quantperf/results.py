@@ -67,6 +67,9 @@ METRICS: dict[str, MetricInfo] = {
     "bw_util_gpu": MetricInfo("ratio", NONE, "info", "0"),
     "bw_util_wall": MetricInfo("ratio", NONE, "info", "0"),
     "cpu_percent": MetricInfo("%", NONE, "info", "0"),
+    # the process' CPU time per generated token: includes idle intra-op threads spinning and CUDA's
+    # spin-wait on sync, and rose with a busy neighbour (2 threads on 2 cores): shown, not gated
+    "cpu_ms_per_token": MetricInfo("ms", NONE, "info", "0"),
     "perplexity": MetricInfo("", LOWER, "accuracy", "1%"),
     "accuracy": MetricInfo("", HIGHER, "accuracy", "0.02"),
     "accuracy_norm": MetricInfo("", HIGHER, "accuracy", "0.02"),
