@@ -418,3 +418,18 @@ def test_contended_host_makes_a_timing_change_inconclusive():
     assert v.status == "inconclusive" and not v.gating and "host contended" in v.message
     v, = judge_test("t::x", {"latency_ms": cur}, base, same_hardware=True)
     assert v.status == "regression"
+
+
+def test_kernel_time_at_another_gpu_clock_is_inconclusive():
+    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.results import Metric
+
+    def gm(x, sm):
+        m = make_metric("gpu_ms_per_token", [x])
+        return Metric(**{**m.__dict__, "extra": {"gpu_clocks": {"sm_clock_mhz": sm, "mem_clock_mhz": 3201}}})
+
+    base = {"metrics": {"gpu_ms_per_token": gm(6.06, 1980).to_dict()}}
+    v, = judge_test("t::x", {"gpu_ms_per_token": gm(6.60, 1755)}, base, same_hardware=True)
+    assert v.status == "inconclusive" and "SM clock 1980 → 1755 MHz" in v.message
+    v, = judge_test("t::x", {"gpu_ms_per_token": gm(6.60, 1980)}, base, same_hardware=True)
+    assert v.status == "regression" and v.gating  # +9% at the same clock: the code's

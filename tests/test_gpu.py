@@ -311,17 +311,25 @@ def test_kernel_time_is_steady_and_below_wall():
             a @ a
         return "done"
 
-    work()
+    # an idle H200 sits at 345 MHz and ramps up under load: on a cold GPU three profiles of this
+    # 2 ms of work spread 8% (1.77-1.92 ms); warm it for a few seconds so the clock has settled
+    t_end = time.time() + 3.0
+    while time.time() < t_end:
+        work()
+    torch.cuda.synchronize()
     prof = gpu.profile_kernels(work)
     assert prof.result == "done" and prof.n_events >= 10
     assert 0 < prof.gpu_ms <= prof.wall_ms * 1.05
     assert prof.path == gpu.PATH_RAW
     times = [gpu.gpu_kernel_time_ms(work) for _ in range(3)]
     assert max(times) / min(times) < 1.02
-    # the fallback path reads the same CUPTI records through FunctionEvents: the same figure
+    # the fallback path reads the same CUPTI records through FunctionEvents, whose times are whole
+    # microseconds: on these few-microsecond kernels that truncation alone took 3.1% off (H200,
+    # 1.719 vs 1.774 ms); on a 7B generate the two paths agree to 0.03%. Never more, never above.
     slow = gpu.profile_kernels(work, path=gpu.PATH_PROFILER)
     assert slow.path == gpu.PATH_PROFILER and slow.n_events == prof.n_events
-    assert slow.gpu_ms == pytest.approx(sorted(times)[1], rel=0.02)
+    per_event_us = (sorted(times)[1] - slow.gpu_ms) * 1e3 / prof.n_events
+    assert 0 <= per_event_us < 1.0
 
 
 @pytest.mark.gpu

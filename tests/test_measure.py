@@ -185,7 +185,8 @@ def test_cuda_plan_profiles_once_and_reads_energy_per_run():
             nv.close()
     assert res.profiled_runs == 1 and res.kernel_time_path == gpu.PATH_RAW
     assert len(res.samples["gpu_ms_per_token"]) == 1
-    assert res.profiled_seconds < 2.0 * statistics.median(res.samples["latency_ms"]) / 1e3 + 1.0
+    # what the profiled run costs beside a plain one is a benchmark figure (kernel_time_cost.py)
+    assert res.profiled_seconds > 0 and res.cost("gpu_ms_per_token")["runs"] == 1
     if nv is not None and "energy_j_per_token" in res.samples:
         e = res.samples["energy_j_per_token"]
         assert len(e) == res.runs and all(x > 0 for x in e)

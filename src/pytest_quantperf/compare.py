@@ -283,6 +283,33 @@ def kernel_time_guard(verdicts: Sequence[Verdict]) -> list[Verdict]:
     return out
 
 
+#: SM or memory clocks further apart than this make two kernel times incomparable
+CLOCK_TOLERANCE = 0.01
+
+
+def clock_guard(verdicts: Sequence[Verdict], clocks: Mapping[str, tuple[Any, Any]]) -> list[Verdict]:
+    """A kernel-time change measured at another GPU clock is the clock's, not the code's.
+
+    Kernel time scales with the SM (compute) and memory clocks, which NVML reads around every
+    measurement; two machines of one hardware id, or one GPU under another power state, differ
+    there. Where either clock moved by more than :data:`CLOCK_TOLERANCE`, a kernel-time regression
+    or improvement is inconclusive and names both clocks.
+    """
+    out = []
+    for v in verdicts:
+        b, c = clocks.get(v.metric, (None, None))
+        if v.kind == "gpu_timing" and v.status in ("regression", "improvement") \
+                and isinstance(b, Mapping) and isinstance(c, Mapping):
+            moved = [k for k in ("sm_clock_mhz", "mem_clock_mhz")
+                     if b.get(k) and c.get(k) and abs(c[k] - b[k]) / b[k] > CLOCK_TOLERANCE]
+            if moved:
+                what = ", ".join(f"{k.split('_')[0].upper()} clock {b[k]:.0f} → {c[k]:.0f} MHz" for k in moved)
+                v = replace(v, status="inconclusive", gating=False,
+                            message=v.message + f" [{what}: the GPU ran at another clock; not gated]")
+        out.append(v)
+    return out
+
+
 def contention_guard(verdicts: Sequence[Verdict], host: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
     """A timing verdict taken while the host was contended is not a regression by itself.
 
@@ -358,6 +385,8 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
                                     message=f"{name}: baseline {_fmt(base.value)} {base.unit}".rstrip()
                                     + ": gone (not measured in this run)",
                                     unit=base.unit, better=base.better, kind=base.kind))
+    clocks = {name: ((base_metrics.get(name) or {}).get("extra") or {}).get("gpu_clocks") for name in metrics}
+    verdicts = clock_guard(verdicts, {n: (c, (metrics[n].extra or {}).get("gpu_clocks")) for n, c in clocks.items()})
     return contention_guard(kernel_time_guard(verdicts), host)
 
 

@@ -94,6 +94,9 @@ class Recorder:
         flags = tuple(res.flags)
         extra: dict[str, Any] = {"prompt_tokens": res.prompt_tokens, "new_tokens": res.new_tokens,
                                  "batch": res.batch, "warmup_runs": res.warmup_runs, "stop_reason": res.stop_reason}
+        clocks = _clocks(res.gpu_state)
+        if clocks:
+            extra["gpu_clocks"] = clocks  # kernel time follows the SM clock: verdicts compare like with like
         host = getattr(res, "host", None)
         if host:
             extra["host"] = host  # how much of the machine the timed runs had: verdicts and reports read it
@@ -218,6 +221,16 @@ class Judgement:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _clocks(states: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Median SM and memory clocks of a measurement's NVML readings (empty without NVML)."""
+    out: dict[str, float] = {}
+    for key in ("sm_clock_mhz", "mem_clock_mhz"):
+        vals = [float(s[key]) for s in states or () if isinstance(s.get(key), (int, float))]
+        if vals:
+            out[key] = statistics.median(vals)
+    return out
 
 
 def promote_reference_only(result: TestResult) -> None:
