@@ -1,0 +1,139 @@
+"""The baseline gate as CI uses it: separate pytest processes, save, then compare, counted.
+
+One small suite on the default model (CPU) or a synthetic model (CUDA). First ``--history`` saving
+runs build the baseline and its run history; then, in fresh processes each:
+
+* ``aa``: an unchanged compare on the host as it is;
+* ``busy``: an unchanged compare beside one process spinning on a core (``python -c "while 1: pass"``);
+* ``slow``: a compare with a host-side slowdown, a ``time.sleep`` after every forward pass of
+  ``--slowdown`` (0.3 = 30%) of that pass's own time.
+
+A trial "fails" when pytest exits non-zero, i.e. a gating regression. The figures to read are the
+false failures of ``aa`` and ``busy`` and the caught ones of ``slow``; each trial's verdicts on the
+wall-clock metrics and the host state are printed too. Thresholds are the plugin's defaults: this
+script reports their rates, it never tunes them. ::
+
+    python benchmarks/aa_runs.py --trials 5                  # CPU, default model, bf16, 16 new tokens
+    python benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+SUITE = '''
+import os
+import time
+
+import pytest
+
+SLOW = float(os.environ.get("QP_SLOW", "0"))
+
+
+def _slowed(lm):
+    """A host-side slowdown: every forward pass sleeps SLOW times its own duration afterwards."""
+    if SLOW and not getattr(lm.model, "_qp_slowed", False):
+        inner = lm.model.forward
+
+        def forward(*a, **k):
+            t = time.perf_counter()
+            out = inner(*a, **k)
+            time.sleep((time.perf_counter() - t) * SLOW)
+            return out
+
+        lm.model.forward = forward
+        lm.model._qp_slowed = True
+    return lm
+
+
+@pytest.mark.quant_budget(tokens_per_s=0.01)
+def test_generate(quant_model, quantperf):
+    lm = _slowed(quant_model({model!r}, quant={quant!r}))
+    quantperf.generate(lm, "The capital of France is", max_new_tokens={new})
+'''
+
+WALL = ("latency_ms", "tpot_ms", "tokens_per_s", "ttft_ms")
+
+
+def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) -> dict:
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider",
+                        f"--quantperf-json={out_json}", *args], env=env, capture_output=True, text=True)
+    res = {"rc": p.returncode, "wall_s": time.time() - t0, "verdicts": {}, "host": None}
+    try:
+        doc = json.load(open(out_json))
+        t = next(iter(doc["tests"].values()))
+        for v in t.get("verdicts", []):
+            if v.get("source") == "baseline" and v["metric"] in WALL:
+                res["verdicts"][v["metric"]] = v["status"]
+        lat = t["metrics"].get("latency_ms") or {}
+        res["host"] = ((lat.get("extra") or {}).get("host") or {}).get("summary")
+        res["latency_ms"] = lat.get("value")
+    except Exception as e:  # noqa: BLE001 - a trial that wrote no report is reported as such
+        res["error"] = f"{type(e).__name__}: {e}; {p.stdout[-400:]}"
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--quant", default="bf16")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--history", type=int, default=3, help="saving runs before the trials")
+    ap.add_argument("--trials", type=int, default=5, help="trials per kind")
+    ap.add_argument("--kinds", default="aa,busy,slow")
+    ap.add_argument("--slowdown", type=float, default=0.3)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    root = tempfile.mkdtemp(prefix="qp-aa-")
+    suite = os.path.join(root, "test_aa.py")
+    with open(suite, "w") as f:
+        f.write(textwrap.dedent(SUITE.format(model=a.model, quant=a.quant, new=a.new_tokens)))
+    common = [f"--quantperf-device={a.device}", f"--quantperf-storage={os.path.join(root, 'store')}"]
+    env = dict(os.environ, QP_SLOW="0")
+    print(f"suite {suite}: {a.model} {a.quant} on {a.device}, {a.new_tokens} new tokens")
+    for i in range(a.history):
+        r = run_pytest(suite, common + ["--quantperf-save=main"], env, os.path.join(root, f"save{i}.json"))
+        print(f"save {i}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms; host: {r['host']}")
+    table: dict[str, list[dict]] = collections.defaultdict(list)
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    for trial in range(a.trials):
+        for kind in kinds:  # interleaved, so slow drift of the host hits every kind alike
+            spinner = None
+            e = dict(env, QP_SLOW=str(a.slowdown) if kind == "slow" else "0")
+            if kind == "busy":
+                spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                r = run_pytest(suite, common + ["--quantperf-baseline=main"], e,
+                               os.path.join(root, f"{kind}{trial}.json"))
+            finally:
+                if spinner is not None:
+                    spinner.kill()
+                    spinner.wait()
+            table[kind].append(r)
+            print(f"{kind:5} {trial}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms "
+                  f"verdicts {r['verdicts']}; host: {r['host']}" + (f"; {r['error']}" if 'error' in r else ""))
+    print("\n== separate pytest processes, baseline with", a.history, "saved runs ==")
+    for kind in kinds:
+        rows = table[kind]
+        failed = sum(1 for r in rows if r["rc"] == 1)
+        what = "caught (failed)" if kind == "slow" else "false failures"
+        print(f"{kind:5}: {what} {failed} of {len(rows)}; other exit codes "
+              f"{[r['rc'] for r in rows if r['rc'] not in (0, 1)]}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "trials": table}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
