@@ -358,10 +358,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Each worker learns the GPU list; it pins itself before CUDA starts (see scale.py)."""
+    """Each worker gets the controller's fingerprint; it reads the GPU list from its own options
+    and pins itself before CUDA starts (see scale.py)."""
     qs = _session(node.config)
     if qs is not None:
-        node.workerinput["quantperf_gpus"] = ",".join(str(g) for g in qs.settings.gpus)
         # one fingerprint for the whole run: a worker pinned to one GPU of an x2 host would
         # otherwise call its hardware "one H100" and miss the baseline saved as "two H100s"
         try:
