@@ -4,6 +4,7 @@ gives them. One place, so perplexity, multiple choice and agreement see the same
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, Sequence
 
 # Most positions whose logits one forward pass may hold (positions x vocab floats): bounds the
@@ -46,6 +47,22 @@ def _encode(tokenizer, text: str, **kw: Any) -> list[int]:
     if ids and isinstance(ids[0], list):  # a batch of one
         ids = ids[0]
     return [int(i) for i in ids]
+
+
+@contextlib.contextmanager
+def _evaluating(model) -> Iterator[None]:
+    """Eval mode and no autograd for a measurement, the model's training flag restored after:
+    dropout on would make every figure noise, and a caller's training model stays one."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 def _forward_logits(model, rows: Sequence[Sequence[int]], pad_id: int):

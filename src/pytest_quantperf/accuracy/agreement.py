@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ._forward import _batches, _check_positive, _encode, _forward_logits, _pad_id
+from ._forward import _batches, _check_positive, _encode, _evaluating, _forward_logits, _pad_id
 from .datasets import default_text
 
 
@@ -159,41 +159,35 @@ def compare_with(model, ref: ReferenceForward, *, batch_size: int = 8) -> Compar
     kl_max = 0.0
     agree = 0
     nll_total = 0.0
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in _batches([len(w) for w in ref.windows], batch_size):
-                logits = _forward_logits(model, [ref.windows[i] for i in batch], ref.pad_id)
-                for row, i in enumerate(batch):
-                    m = len(ref.windows[i])
-                    lq = logits[row, : m - 1].float().log_softmax(-1)
-                    if lq.shape[-1] != ref.vocab_size:
-                        raise ValueError(f"the model's vocabulary ({lq.shape[-1]} tokens) differs from the "
-                                         f"reference's ({ref.vocab_size}): compare models that share a tokenizer")
-                    dev = lq.device
-                    tgt = torch.tensor(ref.windows[i][1:], dtype=torch.long, device=dev)
-                    nll_total += float(-lq.gather(1, tgt[:, None]).double().sum())
-                    agree += int((lq.argmax(-1) == ref.top1[i].to(dev)).sum())
-                    p = ref.probs[i].to(dev)
-                    if ref.indices is None:
-                        # KL(p || q) = sum p log p - sum p log q
-                        kl = ref.plogp[i].to(dev) - _dot(p, lq)
-                    else:
-                        # KL of the distributions coarse-grained to the reference's top k + "the rest"
-                        lq_k = lq.gather(1, ref.indices[i].to(dev))
-                        ref_k = _dot(p, ref.logp[i].to(dev)) - _dot(p, lq_k)
-                        p_rest = (1.0 - p.sum(-1)).clamp_min(0.0)
-                        q_rest = (1.0 - lq_k.exp().sum(-1)).clamp_min(1e-12)
-                        tail = p_rest * (p_rest.clamp_min(1e-12).log() - q_rest.log())
-                        kl = ref_k + torch.where(p_rest > 0, tail, torch.zeros_like(tail))
-                    kl = kl.double().clamp_min(0.0)  # rounding can dip a hair below zero
-                    kl_total += float(kl.sum())
-                    kl_max = max(kl_max, float(kl.max()))
-                del logits
-    finally:
-        if was_training:
-            model.train()
+    with _evaluating(model):
+        for batch in _batches([len(w) for w in ref.windows], batch_size):
+            logits = _forward_logits(model, [ref.windows[i] for i in batch], ref.pad_id)
+            for row, i in enumerate(batch):
+                m = len(ref.windows[i])
+                lq = logits[row, : m - 1].float().log_softmax(-1)
+                if lq.shape[-1] != ref.vocab_size:
+                    raise ValueError(f"the model's vocabulary ({lq.shape[-1]} tokens) differs from the "
+                                     f"reference's ({ref.vocab_size}): compare models that share a tokenizer")
+                dev = lq.device
+                tgt = torch.tensor(ref.windows[i][1:], dtype=torch.long, device=dev)
+                nll_total += float(-lq.gather(1, tgt[:, None]).double().sum())
+                agree += int((lq.argmax(-1) == ref.top1[i].to(dev)).sum())
+                p = ref.probs[i].to(dev)
+                if ref.indices is None:
+                    # KL(p || q) = sum p log p - sum p log q
+                    kl = ref.plogp[i].to(dev) - _dot(p, lq)
+                else:
+                    # KL of the distributions coarse-grained to the reference's top k + "the rest"
+                    lq_k = lq.gather(1, ref.indices[i].to(dev))
+                    ref_k = _dot(p, ref.logp[i].to(dev)) - _dot(p, lq_k)
+                    p_rest = (1.0 - p.sum(-1)).clamp_min(0.0)
+                    q_rest = (1.0 - lq_k.exp().sum(-1)).clamp_min(1e-12)
+                    tail = p_rest * (p_rest.clamp_min(1e-12).log() - q_rest.log())
+                    kl = ref_k + torch.where(p_rest > 0, tail, torch.zeros_like(tail))
+                kl = kl.double().clamp_min(0.0)  # rounding can dip a hair below zero
+                kl_total += float(kl.sum())
+                kl_max = max(kl_max, float(kl.max()))
+            del logits
     n = ref.n_positions
     ppl = math.exp(nll_total / n)
     ref_ppl = ref.perplexity

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ._forward import _batches, _check_positive, _context_length, _device, _encode, _forward_logits, _pad_id
+from ._forward import (_batches, _check_positive, _context_length, _device, _encode, _evaluating,
+                       _forward_logits, _pad_id)
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -139,8 +140,6 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], *, bat
     number of sequences per forward pass: of contexts when they are shared (their continuations
     then go through together in a second pass), else of (context + continuation) pairs.
     """
-    import torch
-
     _check_positive("batch_size", batch_size)
     enc = [_request(tokenizer, c, x) for c, x in requests]
     for k, (ctx, cont) in enumerate(enc):
@@ -151,16 +150,10 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], *, bat
         return []
     limit = max_length or _context_length(model) or 2048
     pad = _pad_id(tokenizer)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            fits = all(len(ctx) >= 2 and len(ctx) + len(cont) <= limit + 1 for ctx, cont in enc)
-            if share_context and fits:
-                out = _ll_shared(model, enc, pad, batch_size)
-                if out is not None:
-                    return out
-            return _ll_plain(model, enc, limit, pad, batch_size)
-    finally:
-        if was_training:
-            model.train()
+    with _evaluating(model):
+        fits = all(len(ctx) >= 2 and len(ctx) + len(cont) <= limit + 1 for ctx, cont in enc)
+        if share_context and fits:
+            out = _ll_shared(model, enc, pad, batch_size)
+            if out is not None:
+                return out
+        return _ll_plain(model, enc, limit, pad, batch_size)

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ._forward import (_DEFAULT_MAX_LENGTH, _batches, _check_positive, _context_length, _encode,
-                       _forward_logits, _pad_id)
+                       _evaluating, _forward_logits, _pad_id)
 
 
 @dataclass(frozen=True)
@@ -83,24 +83,18 @@ def perplexity(model, tokenizer, text: str, *, stride: int | None = None, max_le
     wins = _windows(len(ids), max_length, stride)
     pad = _pad_id(tokenizer)
     nll = [0.0] * len(ids)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in _batches([e - b for b, e, _ in wins], batch_size):
-                rows = [ids[wins[i][0]:wins[i][1]] for i in batch]
-                logits = _forward_logits(model, rows, pad)
-                for row, i in enumerate(batch):
-                    b, e, first = wins[i]
-                    # logits at window position p predict token b + p + 1
-                    lg = logits[row, first - b - 1 : e - b - 1].float()
-                    tgt = torch.tensor(ids[first:e], dtype=torch.long, device=lg.device)
-                    vals = torch.nn.functional.cross_entropy(lg, tgt, reduction="none").double().cpu().tolist()
-                    nll[first:e] = vals
-                del logits
-    finally:
-        if was_training:
-            model.train()
+    with _evaluating(model):
+        for batch in _batches([e - b for b, e, _ in wins], batch_size):
+            rows = [ids[wins[i][0]:wins[i][1]] for i in batch]
+            logits = _forward_logits(model, rows, pad)
+            for row, i in enumerate(batch):
+                b, e, first = wins[i]
+                # logits at window position p predict token b + p + 1
+                lg = logits[row, first - b - 1 : e - b - 1].float()
+                tgt = torch.tensor(ids[first:e], dtype=torch.long, device=lg.device)
+                vals = torch.nn.functional.cross_entropy(lg, tgt, reduction="none").double().cpu().tolist()
+                nll[first:e] = vals
+            del logits
     scored = [nll[t] for b, e, first in wins for t in range(first, e)]
     mean = math.fsum(scored) / len(scored)
     return PerplexityResult(
