@@ -1,7 +1,13 @@
 """Shared helpers: run the plugin as a user does, through pytester, on the real default model."""
 from __future__ import annotations
 
+import numpy  # noqa: F401
 import pytest
+import scipy.stats  # noqa: F401
+
+# numpy and scipy load here, before any test: pytest_quantperf.stats imports them only when
+# called, and an in-process pytester run that imported them first would drop them from
+# sys.modules on its way out, after which their C extensions cannot be imported again
 
 FAST = ("--quantperf-repeat=3", "--quantperf-warmup=1", "-p", "no:cacheprovider")
 

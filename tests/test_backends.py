@@ -93,7 +93,6 @@ def test_exactly_n_tokens_even_past_eos(gguf_lm):
     # the model ends its answer (EOS, <|im_end|>) within 40 tokens (at token 18), and the run goes on
     assert gguf_lm.tokenizer.eos_token_id in t.output_ids[:-1]
     assert t.start < t.first_token < t.end
-    assert len(gguf_lm.model.cpu_percent) == 1
 
 
 @needs_llama
@@ -106,8 +105,6 @@ def test_runs_are_deterministic_and_timed_sanely(gguf_lm):
     assert m["tpot_ms"] * 11 == pytest.approx(m["latency_ms"] - m["ttft_ms"], rel=0.25)
     assert m["tokens_per_s"] == pytest.approx(1000 / m["tpot_ms"], rel=0.25)
     assert m["host_rss_mb"] > 50  # the mapped weights are resident
-    cpu = gguf_lm.model.cpu_percent
-    assert len(cpu) == 4 and all(5 < c < 100 * loaders._cpu_count() * 1.2 for c in cpu)
     b = backend_for(gguf_lm)
     assert b.run(b.prepare([PROMPT]), 12).output_ids == b.run(b.prepare([PROMPT]), 12).output_ids
 

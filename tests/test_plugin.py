@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+# imported here, before any in-process pytester run: such a run drops numpy from sys.modules,
+# and numpy's C extension cannot be imported a second time in one process
+import torch
 
 
 def test_design_example_passes_and_reports(pytester, run_quantperf):
@@ -189,3 +192,48 @@ def test_llama_cpp_backend_through_the_fixture(pytester, run_quantperf):
         "*AccuracyRefused: perplexity on * refused: accuracy metrics run on transformers models*",
         "*quant/compute_dtype/double_quant do not apply to backend='llama_cpp'*",
     ])
+
+
+def test_loaders_serve_module_scoped_fixtures(pytester, run_quantperf):
+    """quant_model and fp16_model are session-scoped: a module-scoped fixture loads through them
+    (no ScopeMismatch), once, and the vram_mb fail-fast still reads the running test's budget."""
+    pytester.makepyfile(
+        """
+        import pytest
+        import torch
+        from pytest_quantperf.plugin import SESSION_KEY
+
+        @pytest.fixture(scope="module")
+        def lm(quant_model):
+            return quant_model("synthetic:smollm2-135m", quant="fp32", device="cpu")
+
+        @pytest.fixture(scope="module")
+        def ref(fp16_model):
+            return fp16_model("synthetic:smollm2-135m", device="cpu")
+
+        @pytest.fixture(scope="module")
+        def too_big(quant_model):
+            return quant_model("synthetic:mistral-7b", quant="fp16", device="cuda")
+
+        def test_one(lm, ref, quantperf):
+            assert ref.reference and not lm.reference and ref.model is lm.model
+            quantperf.record("x", 1.0)
+
+        def test_two(lm, quantperf, request):
+            assert request.config.stash[SESSION_KEY].cache.loads == 1
+            quantperf.record("x", 2.0)
+
+        @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fail-fast applies on CUDA only")
+        @pytest.mark.quant_budget(vram_mb=100)
+        def test_weights_alone_exceed_the_budget(too_big):
+            pass
+        """
+    )
+    r = run_quantperf()
+    if torch.cuda.is_available():
+        r.assert_outcomes(passed=2, errors=1)
+        r.stdout.fnmatch_lines(["*budget vram_mb: synthetic:mistral-7b/fp16 needs * MiB for its weights "
+                                "alone (predicted from the config before loading), max 100: not loaded*"])
+    else:
+        r.assert_outcomes(passed=2, skipped=1)
+    assert "ScopeMismatch" not in r.stdout.str()

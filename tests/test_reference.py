@@ -53,11 +53,11 @@ def test_dropped_quantization_config_is_refused(pytester, run_quantperf):
     pytester.makeconftest(
         """
         import pytest
-        from pytest_quantperf import models
+        from pytest_quantperf.models import loading
 
         @pytest.fixture(autouse=True)
         def drop_quantization_config(monkeypatch):
-            monkeypatch.setattr(models, "bnb_config", lambda spec: None)
+            monkeypatch.setattr(loading, "bnb_config", lambda spec: None)
         """
     )
     pytester.makepyfile(

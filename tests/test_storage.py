@@ -304,3 +304,24 @@ def test_s3_round_trip_through_moto(s3_server):
     with pytest.raises(StorageError, match="broken.json"):
         fresh.load("broken")
     assert fs.cat_file("qp-bucket/perf/baselines/broken.json") == b"{not json"
+
+
+def test_the_one_atomic_writer(tmp_path):
+    """Storage and the reports share _io.write_atomic: whole files, plain-open permissions, no
+    temporary file left behind when the write fails."""
+    from pytest_quantperf import report
+    from pytest_quantperf._io import write_atomic
+
+    assert report.write_atomic is write_atomic
+    st = Storage(str(tmp_path / "store"))
+    st.save("main", run_doc({"t::a": 1.0}))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "store/baselines/main.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    write_atomic(str(tmp_path / "sub/r.txt"), "é")
+    write_atomic(str(tmp_path / "sub/r.bin"), b"\x00\x01", durable=True)
+    assert (tmp_path / "sub/r.txt").read_text(encoding="utf-8") == "é"
+    assert (tmp_path / "sub/r.bin").read_bytes() == b"\x00\x01"
+    with pytest.raises(IsADirectoryError):
+        write_atomic(str(tmp_path / "sub"), "x")  # the rename onto a directory fails
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["r.bin", "r.txt"]

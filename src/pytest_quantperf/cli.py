@@ -12,7 +12,6 @@ import argparse
 import difflib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -214,11 +213,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for k, r in enumerate(rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    from ._text import text_table
+
+    print(text_table(rows))
 
 
 def _header(doc: Mapping[str, Any], what: str) -> None:
@@ -397,12 +394,11 @@ def _history_html(args: argparse.Namespace, series: Mapping[tuple[str, str], lis
 
 
 def _who() -> str:
-    try:
-        r = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=5)
-        if r.returncode == 0 and r.stdout.strip():
-            return r.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    from .envinfo import run_git
+
+    name = run_git(".", "config", "user.name", timeout=5)
+    if name:
+        return name
     return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 

@@ -166,9 +166,10 @@ def fingerprint(device: str | None = None) -> dict[str, Any]:
     return env
 
 
-def _git(path: str, *args: str) -> str | None:
+def run_git(path: str, *args: str, timeout: float = 10) -> str | None:
+    """``git -C path args...``'s stripped output; None when git is missing, fails or hangs."""
     try:
-        r = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() if r.returncode == 0 else None
@@ -181,13 +182,13 @@ def git_info(path: str | os.PathLike[str] = ".") -> dict[str, Any] | None:
     ``GITHUB_REF_NAME`` when set, else ``None``.  Untracked files do not make it dirty.
     """
     p = os.fspath(path)
-    commit = _git(p, "rev-parse", "--verify", "-q", "HEAD")
+    commit = run_git(p, "rev-parse", "--verify", "-q", "HEAD")
     if commit is None:
-        inside = _git(p, "rev-parse", "--is-inside-work-tree")
+        inside = run_git(p, "rev-parse", "--is-inside-work-tree")
         if inside != "true":
             return None
-    branch = _git(p, "rev-parse", "--abbrev-ref", "HEAD") if commit else _git(p, "symbolic-ref", "--short", "HEAD")
+    branch = run_git(p, "rev-parse", "--abbrev-ref", "HEAD") if commit else run_git(p, "symbolic-ref", "--short", "HEAD")
     if branch in (None, "HEAD"):
         branch = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME") or None
-    status = _git(p, "status", "--porcelain", "--untracked-files=no")
+    status = run_git(p, "status", "--porcelain", "--untracked-files=no")
     return {"commit": commit or None, "branch": branch, "dirty": bool(status) if status is not None else None}

@@ -483,8 +483,9 @@ def format_prediction(pred: FitPrediction, gpu_mb: float | None = None) -> str:
     if pred.overhead_bytes:
         rows.append(("CUDA context (estimate)", _fmt_bytes(pred.overhead_bytes)))
         rows.append(("needed on the device", f"{pred.required_mb:,.0f} MiB"))
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    from ._text import text_table
+
+    lines = [text_table(rows, header=False)]
     if gpu_mb is not None:
         spare = gpu_mb - pred.required_mb
         verdict = "FITS" if pred.fits(gpu_mb) else "DOES NOT FIT"

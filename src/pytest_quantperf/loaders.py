@@ -17,7 +17,7 @@ import contextlib
 import importlib.util
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -129,18 +129,13 @@ class GgufTokenizer:
 
 @dataclass
 class GgufModel:
-    """The llama.cpp model of a handle, plus the CPU use of its last generate call's runs.
-
-    ``cpu_percent`` holds one figure per run of the last ``quantperf.generate`` (warm-up runs
-    first): process CPU time over wall time, in percent of one core (200 = two cores busy).
-    """
+    """The llama.cpp model of a handle."""
 
     llama: Any
     path: str
     n_ctx: int
     n_threads: int
     n_gpu_layers: int
-    cpu_percent: list[float] = field(default_factory=list)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -249,11 +244,10 @@ class MlxSummary:
 
 @dataclass
 class MlxModel:
-    """An mlx-lm model with its tokenizer wrapper; ``cpu_percent`` as for :class:`GgufModel`."""
+    """An mlx-lm model with its tokenizer wrapper."""
 
     model: Any
     path: str
-    cpu_percent: list[float] = field(default_factory=list)
 
 
 def _mlx_dir(path: str | os.PathLike, default_model: str | None,

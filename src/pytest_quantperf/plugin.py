@@ -17,6 +17,7 @@ from . import options as _options
 SESSION_KEY = pytest.StashKey["Any"]()
 RECORDER_KEY = pytest.StashKey["Any"]()
 BUDGET_KEY = pytest.StashKey["Any"]()
+ITEM_KEY = pytest.StashKey["Any"]()  # config.stash: the test now running (setup, call or teardown)
 RESULT_ATTR = "quantperf_result"
 
 
@@ -152,10 +153,15 @@ def _fail_model_error(e: Exception) -> None:
     pytest.fail(f"{type(e).__name__}: {e}", pytrace=False)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def quant_model(request: pytest.FixtureRequest):
-    """Load (or reuse from the session cache) a model: ``quant_model("default", quant="nf4")``."""
-    qs = _session(request.config)
+    """Load (or reuse from the session cache) a model: ``quant_model("default", quant="nf4")``.
+
+    Session-scoped, like the cache behind it, so module- and session-scoped fixtures of the user
+    can load through it; the test whose budget applies is the one running at call time.
+    """
+    config = request.config
+    qs = _session(config)
 
     def load(model: str = "default", quant: str = "fp16", *, compute_dtype: str | None = None,
              double_quant: bool | None = None, device: str | None = None, **load_kwargs: Any):
@@ -170,7 +176,7 @@ def quant_model(request: pytest.FixtureRequest):
             spec = make_spec(model, quant, compute_dtype=compute_dtype, double_quant=double_quant, device=dev,
                              trust_remote_code=load_kwargs.pop("trust_remote_code", qs.settings.trust_remote_code),
                              **load_kwargs)
-            _fail_fast_on_vram_budget(request.node, spec, qs)
+            _fail_fast_on_vram_budget(config.stash.get(ITEM_KEY, None), spec, qs)
             return qs.cache.get(spec)
         except ModelError as e:
             _fail_model_error(e)
@@ -200,9 +206,9 @@ def _load_other_backend(qs: Any, backend: str, model: str, quant: str, compute_d
     return qs.backend_models[key]
 
 
-def _fail_fast_on_vram_budget(item: pytest.Item, spec: Any, qs: Any) -> None:
+def _fail_fast_on_vram_budget(item: pytest.Item | None, spec: Any, qs: Any) -> None:
     """A vram_mb budget that the weights alone exceed fails before a load that cannot fit."""
-    budget = item.stash.get(BUDGET_KEY, None)
+    budget = item.stash.get(BUDGET_KEY, None) if item is not None else None
     limit = budget.limits.get("vram_mb") if budget is not None else None
     if limit is None or not spec.device.startswith("cuda") or dict(spec.load_kwargs).get("device_map"):
         return
@@ -220,7 +226,7 @@ def _fail_fast_on_vram_budget(item: pytest.Item, spec: Any, qs: Any) -> None:
                     f"(predicted from the config before loading), max {limit:g}: not loaded", pytrace=False)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fp16_model(request: pytest.FixtureRequest, quant_model):
     """The unquantized reference: fp16 on CUDA, fp32 on the CPU (``quant=`` overrides)."""
     qs = _session(request.config)
@@ -253,6 +259,16 @@ def _recorder(item: pytest.Item) -> Any:
 
 
 # --------------------------------------------------------------------------- running
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Remember the running test for the session-scoped loaders: a module-scoped fixture set up
+    for this test loads under this test's budget (the ``vram_mb`` fail-fast)."""
+    item.config.stash[ITEM_KEY] = item
+    try:
+        return (yield)
+    finally:
+        item.config.stash[ITEM_KEY] = None
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
@@ -342,10 +358,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Each worker learns the GPU list; it pins itself before CUDA starts (see scale.py)."""
+    """Each worker gets the controller's fingerprint; it reads the GPU list from its own options
+    and pins itself before CUDA starts (see scale.py)."""
     qs = _session(node.config)
     if qs is not None:
-        node.workerinput["quantperf_gpus"] = ",".join(str(g) for g in qs.settings.gpus)
         # one fingerprint for the whole run: a worker pinned to one GPU of an x2 host would
         # otherwise call its hardware "one H100" and miss the baseline saved as "two H100s"
         try:

@@ -28,7 +28,7 @@ class Recorder:
         self.session = session
         self.nodeid = nodeid
         self.budget = budget or Budget()
-        self.result: TestResult = session.new_result(nodeid)
+        self.result: TestResult = TestResult(nodeid=nodeid)
         self.result.budgets = self.budget.to_dict()
         self._primary: str | None = None
         self._mc: dict[str, Any] = {}  # label -> MCResult, for paired verdicts

@@ -296,11 +296,6 @@ class QuantperfSession:
         return not (self.results or self.warnings or s.baseline or s.save or s.html or s.json or s.markdown
                     or s.exports)
 
-    def new_result(self, nodeid: str) -> TestResult:
-        from .results import TestResult
-
-        return TestResult(nodeid=nodeid)
-
     def collect(self, result: TestResult) -> None:
         if result.nodeid not in self.results:
             self.order.append(result.nodeid)

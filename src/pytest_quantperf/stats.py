@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-from scipy import stats as _st
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and scipy are imported inside the functions that use them: importing this module (as
+# configure-time code may) stays cheap.
 
 __all__ = [
     "median_ci", "rel_ci_halfwidth", "mann_whitney", "bootstrap_median_ratio_ci",
@@ -39,6 +42,8 @@ def median_ci(samples: Sequence[float], conf: float = 0.95) -> tuple[float, floa
     ``(min, max)``, whose true coverage is ``1 - 2 / 2**n``: honest about how little a few
     samples say.  One sample gives ``(x, x)``; none gives ``(nan, nan)``.
     """
+    from scipy import stats as _st
+
     xs = sorted(_clean(samples))
     n = len(xs)
     if n == 0:
@@ -79,6 +84,8 @@ def mann_whitney(a: Sequence[float], b: Sequence[float], alternative: str = "two
     ``alternative="greater"`` asks whether ``a`` tends to be larger than ``b``.  Empty sides
     or all-equal data give 1.0 (no evidence), never an exception.
     """
+    from scipy import stats as _st
+
     if alternative not in ("two-sided", "less", "greater"):
         raise ValueError(f"alternative must be 'two-sided', 'less' or 'greater', not {alternative!r}")
     xa, xb = _clean(a), _clean(b)
@@ -92,6 +99,8 @@ def mann_whitney(a: Sequence[float], b: Sequence[float], alternative: str = "two
 
 
 def _percentile_interval(draws: np.ndarray, conf: float) -> tuple[float, float]:
+    import numpy as np
+
     lo, hi = np.quantile(draws, [(1 - conf) / 2, 1 - (1 - conf) / 2], method="linear")
     return (float(lo), float(hi))
 
@@ -103,6 +112,8 @@ def bootstrap_median_ratio_ci(base: Sequence[float], cur: Sequence[float], conf:
     Deterministic for a given seed.  An empty side gives ``(nan, nan)``; a base median of zero
     gives ``(nan, nan)`` too (a ratio to zero says nothing).
     """
+    import numpy as np
+
     b = np.asarray(_clean(base), dtype=float)
     c = np.asarray(_clean(cur), dtype=float)
     if b.size == 0 or c.size == 0:
@@ -122,6 +133,8 @@ def mcnemar_exact(b: int, c: int) -> float:
     change" each discordant item is a fair coin, so this is the exact two-sided binomial test
     of ``b`` successes in ``b + c`` trials at 1/2 (equal to ``scipy.stats.binomtest``).
     """
+    from scipy import stats as _st
+
     b, c = int(b), int(c)
     if b < 0 or c < 0:
         raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
@@ -140,6 +153,8 @@ def paired_bootstrap_diff_ci(x: Sequence[float], y: Sequence[float], conf: float
     negative log-likelihood per token).  Pairing removes the between-item variance, which is
     why a per-item comparison sees far smaller changes than two bare accuracies do.
     """
+    import numpy as np
+
     xs = np.asarray([float(v) for v in x], dtype=float)
     ys = np.asarray([float(v) for v in y], dtype=float)
     if xs.shape != ys.shape:
@@ -157,6 +172,8 @@ def paired_bootstrap_diff_ci(x: Sequence[float], y: Sequence[float], conf: float
 
 def paired_p_value(x: Sequence[float], y: Sequence[float]) -> float:
     """Two-sided p-value that paired items changed: exact McNemar for 0/1 items, else Wilcoxon."""
+    from scipy import stats as _st
+
     xs = [float(v) for v in x]
     ys = [float(v) for v in y]
     if len(xs) != len(ys):
@@ -273,6 +290,8 @@ def min_detectable_change(base_samples: Sequence[float], cur_samples: Sequence[f
     of each median; ``inf`` when the sample counts are too small for the rank test to reach
     ``alpha`` at all.  Advice for the report, not part of the verdict.
     """
+    from scipy import stats as _st
+
     b, c = _clean(base_samples), _clean(cur_samples)
     if len(b) < 2 or len(c) < 2 or _mw_floor(len(b), len(c)) >= alpha:
         return math.inf
@@ -291,6 +310,8 @@ def samples_needed(base_samples: Sequence[float], cur_samples: Sequence[float], 
     answers fewer than the rank test needs to reach ``alpha`` (:func:`min_samples_for`).
     Capped at ``cap``: a change that small is not worth timing.
     """
+    from scipy import stats as _st
+
     floor = min_samples_for(alpha)
     effect = abs(float(effect))
     spreads = [s for s in (robust_rel_sd(base_samples), robust_rel_sd(cur_samples)) if math.isfinite(s)]
@@ -344,6 +365,8 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
     within-run samples alone imply.
     """
+    from scipy import stats as _st
+
     hist = [x for x in _clean(history) if x > 0]
     if len(hist) >= 3:
         spread, source, df = run_spread(hist), "history", len(hist) - 1

@@ -37,13 +37,13 @@ import os
 import posixpath
 import random
 import re
-import tempfile
 import time
 from typing import Any, Iterator, Mapping
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from ._io import write_atomic
 from .names import validate_name
 from .results import SCHEMA
 
@@ -264,21 +264,7 @@ class Storage:
     def _write(self, path: str, doc: Mapping[str, Any]) -> None:
         data = dumps(doc).encode("utf-8")
         if self.local:
-            d = os.path.dirname(path)
-            os.makedirs(d, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            write_atomic(path, data, prefix=".tmp-", suffix=".json", durable=True)
         else:
             parent = posixpath.dirname(path)
             try:

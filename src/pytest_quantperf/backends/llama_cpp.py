@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 from ..errors import MeasurementError
 from . import BackendInfo, RunTiming
-from ._clock import CpuClock
 
 
 class LlamaCppBackend:
@@ -30,7 +29,6 @@ class LlamaCppBackend:
         self._np = np
         self._get_logits = llama_cpp.llama_get_logits_ith
         self._n_vocab = int(self.llama.n_vocab())
-        self._clock = CpuClock()
 
     def prepare(self, prompts: Sequence[str]) -> Any:
         if len(prompts) != 1:
@@ -40,7 +38,6 @@ class LlamaCppBackend:
         ids = self.lm.tokenizer.encode(prompts[0])
         if not ids:
             raise MeasurementError("the prompt is empty after tokenization: give at least one token of text")
-        self.handle.cpu_percent = []
         return list(ids)
 
     def prompt_tokens(self, prepared: Any) -> int:
@@ -59,7 +56,6 @@ class LlamaCppBackend:
                 f"llama.cpp context n_ctx={self.handle.n_ctx}: load with a larger n_ctx or generate fewer tokens")
         llama = self.llama
         out: list[int] = []
-        self._clock.start()
         t0 = time.perf_counter()
         llama.reset()
         llama.eval(prepared)
@@ -71,7 +67,6 @@ class LlamaCppBackend:
             tok = self._argmax()
             out.append(tok)
         t1 = time.perf_counter()
-        self.handle.cpu_percent.append(self._clock.stop())
         text = self.lm.tokenizer.decode(out, skip_special_tokens=True)
         return RunTiming(start=t0, first_token=t_first, end=t1, new_tokens=len(out), batch=1, text=text,
                          output_ids=tuple(out))

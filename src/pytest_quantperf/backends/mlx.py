@@ -11,7 +11,6 @@ from typing import Any, Sequence
 
 from ..errors import MeasurementError
 from . import BackendInfo, RunTiming
-from ._clock import CpuClock
 
 
 class MlxBackend:
@@ -25,7 +24,6 @@ class MlxBackend:
         self.handle = lm.model
         self.mx = mx
         self._make_cache = make_prompt_cache
-        self._clock = CpuClock()
 
     def sync(self) -> None:
         self.mx.synchronize()
@@ -38,7 +36,6 @@ class MlxBackend:
         ids = list(self.lm.tokenizer.encode(prompts[0]))
         if not ids:
             raise MeasurementError("the prompt is empty after tokenization: give at least one token of text")
-        self.handle.cpu_percent = []
         return self.mx.array([ids])
 
     def prompt_tokens(self, prepared: Any) -> int:
@@ -47,7 +44,6 @@ class MlxBackend:
     def run(self, prepared: Any, max_new_tokens: int) -> RunTiming:
         mx = self.mx
         model = self.handle.model
-        self._clock.start()
         t0 = time.perf_counter()
         cache = self._make_cache(model)
         logits = model(prepared, cache=cache)
@@ -61,7 +57,6 @@ class MlxBackend:
             mx.eval(y)
             out.append(int(y.item()))
         t1 = time.perf_counter()
-        self.handle.cpu_percent.append(self._clock.stop())
         text = self.lm.tokenizer.decode(out)
         return RunTiming(start=t0, first_token=t_first, end=t1, new_tokens=len(out), batch=1, text=text,
                          output_ids=tuple(out))

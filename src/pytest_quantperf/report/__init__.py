@@ -8,35 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
+from .._io import write_atomic  # re-exported: the one atomic writer (cli, exports)
 from .view import build_view, flat_rows
 
 __all__ = ["write_atomic", "write_run_reports", "write_terminal", "json_report", "write_reports", "build_view",
            "load_history", "clean_json"]
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write a whole file or nothing: a temporary file in the same folder, then a rename."""
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".quantperf-", dir=d)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def clean_json(obj: Any) -> Any:
