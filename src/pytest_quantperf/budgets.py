@@ -133,6 +133,42 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
+#: budgets on wall-clock figures: a breach measured on a contended host is the host's, not the code's
+TIMING = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s")
+
+
+#: how much slower a contended run can be than the code: one busy neighbour on the 2-core runner
+#: made wall time per token 3-5x slower (benchmarks/host_noise.py); a too-busy host, 10-80x
+CONTENDED_SLOWDOWN = {"contended": 5.0, "too_busy": 100.0}
+
+
+def _busy_host(*metrics: Metric | None) -> tuple[str, str] | None:
+    """(state, summary) when any of these measurements ran contended (host.HostMeter), else None."""
+    for m in metrics:
+        h = (m.extra or {}).get("host") if m is not None else None
+        if isinstance(h, Mapping) and h.get("state") in ("contended", "too_busy"):
+            return str(h["state"]), f"host {str(h['state']).replace('_', ' ')}: {h.get('summary', '')}"
+    return None
+
+
+def _held_back(check: "BudgetCheck", name: str, bound: str, *metrics: Metric | None) -> "BudgetCheck":
+    """A wall-clock breach that the host's contention can explain is inconclusive and says why.
+
+    A breach within :data:`CONTENDED_SLOWDOWN` of the limit (5x contended, 100x too busy) is held
+    back; anything further, and every other budget, stands.
+    """
+    busy = _busy_host(*metrics) if name in TIMING else None
+    if check.status != "breach" or busy is None or check.measured is None:
+        return check
+    state, why = busy
+    slower_is = MAX if name != "tokens_per_s" else MIN
+    factor = (check.measured / check.limit if bound == MAX else check.limit / check.measured) \
+        if check.measured > 0 and check.limit > 0 else float("inf")
+    if factor > CONTENDED_SLOWDOWN[state] or bound != slower_is:
+        return check
+    return BudgetCheck(check.key, "inconclusive", check.measured, check.limit, f"{check.message} [{why}; not failed]")
+
+
 def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list[BudgetCheck]:
     """Check every limit against what the test measured; missing metrics are failures too."""
     out: list[BudgetCheck] = []
@@ -162,7 +198,7 @@ def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list
             unit = m[name].unit if name in m else ""
             msg = (f"{key}: measured {_fmt(value)}{(' ' + unit) if unit else ''}, "
                    f"{'max' if bound == MAX else 'min'} {_fmt(limit)}, margin {_fmt(margin)} ({rel:+.1%})")
-            out.append(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg))
+            out.append(_held_back(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg), name, bound, m.get(name)))
         else:
             name, bound, how = RELATIVE[key]
             cur = m.get(name)
@@ -193,5 +229,5 @@ def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list
                                            f"margin {margin:+.4f} but not significant{extra}"))
                     continue
             msg = f"{key}: {desc}, {'max' if bound == MAX else 'min'} {limit:g}, margin {margin:+.4f}{extra}"
-            out.append(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg))
+            out.append(_held_back(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg), name, bound, cur, ref))
     return out
