@@ -86,13 +86,15 @@ def test_unchanged_runs_print_no_warning(pytester, run_quantperf):
         assert v[("baseline", "host_rss_mb")]["status"] == "not_gated"
         assert v[("baseline", "footprint_mb")]["status"] == "pass"
         assert v[("baseline", "latency_ms")]["evidence"] == "assumed"
-        # a timing figure moves only when the host did: then the verdict names the host, never "regression"
+        # never a regression or an improvement: a timing figure that moved says it moved with the host
+        # or within what unchanged runs move (separate processes on this 2-core runner moved 28%)
         for (src, metric), x in v.items():
             if src == "baseline" and x["status"] != "pass":
                 assert x["status"] in ("inconclusive", "not_gated"), (metric, x["message"])
-                assert x["status"] == "not_gated" or "host " in x["message"], (metric, x["message"])
+                assert x["status"] == "not_gated" or "host " in x["message"] \
+                    or "within what unchanged runs move" in x["message"], (metric, x["message"])
         warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
-        assert all("host " in ln for ln in warned), warned
+        assert all("host " in ln or "within what unchanged runs move" in ln for ln in warned), warned
 
 
 def test_a_warn_only_run_that_breached_never_becomes_the_baseline(pytester, run_quantperf):
