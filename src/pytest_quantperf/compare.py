@@ -8,21 +8,18 @@ Rules (one verdict per metric of a test present in both runs):
   baseline``, signed as the numbers moved (tokens/s falling 10% is ``-0.10``); whether that is
   worse follows from the direction.  A relative tolerance (``"5%"``) bounds ``|change|``, an
   absolute one (``"0.01"``) bounds ``|delta|``.
-* **Timing kinds** (``timing``, ``gpu_timing``, ``energy``): noisy, so statistics decide.
-  A *regression* needs all three: the median moved beyond the tolerance in the bad direction,
-  a one-sided Mann–Whitney U test on the samples gives ``p < alpha`` (default 0.01), and the
-  bootstrap interval (at ``1 - 2·alpha``, at least 95%) of the median ratio (now / baseline)
-  lies wholly on the bad side of 1 — and for wall-clock kinds (``timing``, ``energy``) wholly
-  beyond the tolerance itself, because wall time drifts 10-17% between runs on shared GPU hosts
-  and an A/A pair must never fail.  ``gpu_timing`` (CUPTI kernel time, repeatable to ~0.1%)
-  with as few as two samples a side is compared directly when every sample lies within a
-  third of the tolerance of its side's median.
-  Beyond tolerance but not significant is *inconclusive* (a warning, with the number of
-  samples that would settle it).  Within tolerance while either side's median is known less
-  well than the tolerance (relative half-width of its confidence interval wider than the
-  tolerance, or a single sample) is *too_noisy*: reported, never silently passed.  The same
-  rules in the good direction give *improvement*.  With fewer than 3 samples on a side a
-  change beyond tolerance is *inconclusive*.
+* **Timing kinds** (``timing``, ``gpu_timing``, ``energy``): the run is the unit
+  (:func:`stats.run_level_change`). Repeats inside one run share its host load, clocks and memory
+  placement, so they never make a change significant alone: a *regression* needs the change beyond
+  the tolerance by more than run-to-run noise explains (one-sided, ``p < alpha``). The spread is
+  measured on the baseline's saved runs (``history``, three or more) or assumed from
+  ``MetricInfo.run_spread``, and the verdict's ``evidence`` says which. Beyond tolerance within
+  that noise is *inconclusive* (a warning naming the smallest change these runs tell apart); a run
+  whose own samples scatter more than twice the tolerance is *too_noisy*. The same rules in the
+  good direction give *improvement*. :func:`judge_test` then applies the kernel-time, GPU-clock and
+  host-contention guards per model.
+* **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
+  holds) are shown as ``not_gated``.
 * **Memory and exact kinds** (``memory``, ``exact``): deterministic, compared directly: beyond
   tolerance in the bad direction is a *regression*, in the good direction an *improvement*.
 * **Accuracy kind**: when both sides carry per-item data of equal length (0/1 per question,
