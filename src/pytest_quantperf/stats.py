@@ -378,14 +378,13 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
                                        _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
     se = max(se, se_within, 1e-9)
     dist = _st.t(df) if df else _st.norm
-    crit_one = float(dist.ppf(1 - alpha))
-    crit_two = float(dist.ppf(1 - alpha))  # the interval at 1 - 2 alpha matches the one-sided test
+    crit = float(dist.ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
     if not (base > 0 and cur > 0):
         return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist))
     d = math.log(cur / base)
     edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
     excess = abs(d) - edge
     p = float(dist.sf(excess / se)) if math.isfinite(excess) else 1.0
-    ci = (math.expm1(d - crit_two * se), math.expm1(d + crit_two * se))
-    detectable = math.expm1(math.log1p(rel_tol) + crit_one * se)
+    ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
+    detectable = math.expm1(math.log1p(rel_tol) + crit * se)
     return RunLevelTest(p, ci, detectable, spread, source, len(hist))
