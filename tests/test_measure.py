@@ -170,6 +170,74 @@ def test_max_time_bounds_a_test_through_the_plugin(pytester, monkeypatch):
 
 # --------------------------------------------------------------------------- on a GPU
 
+# --------------------------------------------------------------------------- kernel time from a window
+
+def test_the_backend_reports_every_new_token(lm):
+    from pytest_quantperf.backends import backend_for
+
+    b = backend_for(lm)
+    seen = []
+    t = b.run(b.prepare([PROMPT]), 6, on_step=seen.append)
+    assert seen == [0, 1, 2, 3, 4, 5, 6] and t.new_tokens == 6
+
+
+def test_window_profiles_prefill_and_middle_decode_steps_only(lm):
+    """On the CPU timeline (real generate, real kineto): two segments, the rest of the run unprofiled."""
+    from pytest_quantperf import gpu
+    from pytest_quantperf.backends import backend_for
+
+    b = backend_for(lm)
+    prepared = b.prepare([PROMPT])
+    api = gpu._raw_api()
+    raws = []
+    real_disable = api[-1]
+
+    def disable():
+        raws.append(real_disable())
+        return raws[-1]
+
+    n, w = 20, 4
+    assert gpu.window_start(n, w) == 1 + (19 - 4) // 2 == 8
+    steps = []
+
+    def run(on_step):
+        def f(i):
+            steps.append((i, torch.autograd._profiler_enabled()))
+            on_step(i)
+        return b.run(prepared, n, on_step=f)
+
+    p = gpu.profile_window(run, n, api=api[:-1] + (disable,), window=w, activity="cpu")
+    assert len(raws) == 2 and not torch.autograd._profiler_enabled()
+    on = {i for i, enabled in steps if enabled}
+    assert on == {0, 1, 9, 10, 11, 12}  # prefill up to token 1; the window opens after 8, closes after 12
+    assert p.gpu_ms == pytest.approx(p.prefill_ms + (n - 1) * p.decode_ms_per_step)
+    assert p.prefill_ms > 0 and p.decode_ms_per_step > 0 and p.path == gpu.PATH_WINDOW
+    whole = gpu._profile_raw(lambda: b.run(prepared, n), api, activity="cpu")
+    assert p.n_events < whole.n_events * 0.6  # most of the run was never recorded
+    assert p.to_dict()["window"] == w and p.switch_ms > 0
+
+
+def test_window_needs_enough_tokens_and_switches_off_on_error(lm):
+    from pytest_quantperf import gpu
+
+    api = gpu._raw_api()
+    assert gpu.window_start(16, 8) is None and gpu.window_start(17, 8) == 5
+    with pytest.raises(ValueError, match="at least 17 new tokens"):
+        gpu.profile_window(lambda f: None, 16, api=api, window=8, activity="cpu")
+
+    def boom(on_step):
+        on_step(0)
+        on_step(1)
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError):
+        gpu.profile_window(boom, 32, api=api, window=4, activity="cpu")
+    assert not torch.autograd._profiler_enabled()
+    with pytest.raises(RuntimeError, match="reported steps up to 0"):
+        gpu.profile_window(lambda f: f(0), 32, api=api, window=4, activity="cpu")
+    assert not torch.autograd._profiler_enabled()
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_plan_profiles_once_and_reads_energy_per_run():
@@ -183,7 +251,8 @@ def test_cuda_plan_profiles_once_and_reads_energy_per_run():
     finally:
         if nv is not None:
             nv.close()
-    assert res.profiled_runs == 1 and res.kernel_time_path == gpu.PATH_RAW
+    assert res.profiled_runs == 1 and res.kernel_time_path == gpu.PATH_WINDOW
+    assert res.kernel_window["window"] == 8 and res.kernel_window["prefill_ms"] > 0
     assert len(res.samples["gpu_ms_per_token"]) == 1
     # what the profiled run costs beside a plain one is a benchmark figure (kernel_time_cost.py)
     assert res.profiled_seconds > 0 and res.cost("gpu_ms_per_token")["runs"] == 1
@@ -215,3 +284,20 @@ def test_cuda_oom_fails_that_test_and_the_session_goes_on(pytester, monkeypatch)
     fp = after["metrics"]["footprint_mb"]["value"]
     vram = after["metrics"]["vram_mb"]["value"]
     assert fp <= vram < fp + 1024, (fp, vram)  # its own weights and a small KV cache, nothing left over
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_window_kernel_time_agrees_with_the_whole_run():
+    from pytest_quantperf import gpu
+    from pytest_quantperf.backends import backend_for
+    from pytest_quantperf.models import load, make_spec
+
+    lm = load(make_spec("synthetic:qwen2.5-1.5b", "fp16", device="cuda"))
+    b = backend_for(lm)
+    prepared = b.prepare(["x" * 32])
+    b.run(prepared, 64)
+    whole = gpu.profile_kernels(lambda: b.run(prepared, 64), lm.device)
+    win = gpu.profile_generate(b, prepared, 64, lm.device, window=8)
+    assert win.path == gpu.PATH_WINDOW and whole.path == gpu.PATH_RAW
+    assert win.gpu_ms == pytest.approx(whole.gpu_ms, rel=0.005)

@@ -50,6 +50,7 @@ class SamplingPlan:
     warmup_settle: float = 0.25  # a cold run is 2-3x slower; wall time drifts 10-17% between warm runs
     warmup_tokens: int = 4  # new tokens of a short warm-up generate: prefill plus a few decode steps
     gpu_time_runs: int = 1  # kernel time repeats to 0.05%: one profiled run gives the figure
+    kernel_window: int = 8  # decode steps profiled (gpu/window.py); 0 profiles the whole generate
 
     @classmethod
     def parse(cls, repeat: str | int | None, warmup: str | int | None, **kw: Any) -> "SamplingPlan":
@@ -119,6 +120,8 @@ class GenerateResult:
     profiled_seconds: float = 0.0
     timed_seconds: float = 0.0
     kernel_time_path: str = ""
+    #: the profiled segments when kernel time came from a decode window (gpu.WindowProfile)
+    kernel_window: dict[str, Any] = field(default_factory=dict)
     #: how much of the machine the timed runs had (host.summarize): verdicts taken on a contended
     #: host say so and are not regressions by themselves
     host: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +138,8 @@ class GenerateResult:
             out: dict[str, Any] = {"runs": self.profiled_runs, "seconds": round(self.profiled_seconds, 3)}
             if self.kernel_time_path:
                 out["kernel_time_path"] = self.kernel_time_path
+            if self.kernel_window:
+                out["kernel_window"] = dict(self.kernel_window)
             return out
         return {"runs": self.runs, "seconds": round(self.timed_seconds, 3)}
 
@@ -243,13 +248,15 @@ def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: Samplin
     # --- GPU kernel time, from a profiled run of its own
     gms: list[float] = []
     if profile:
-        from . import gpu
+        from .gpu import profile_generate
 
         t_prof = time.perf_counter()
         for _ in range(max(plan.gpu_time_runs, 1)):
-            kp = gpu.profile_kernels(lambda: backend.run(prepared, max_new_tokens), cuda_devs[0])
+            kp = profile_generate(backend, prepared, max_new_tokens, cuda_devs[0], window=plan.kernel_window)
             gms.append(kp.gpu_ms)
             res.kernel_time_path = kp.path
+            if hasattr(kp, "to_dict"):
+                res.kernel_window = kp.to_dict()
         res.profiled_runs = len(gms)
         res.profiled_seconds = time.perf_counter() - t_prof
 

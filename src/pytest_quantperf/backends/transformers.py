@@ -10,8 +10,9 @@ from . import BackendInfo, RunTiming
 class _FirstTokenClock:
     """A generate streamer that notes when the first new token exists (after a device sync)."""
 
-    def __init__(self, sync):
+    def __init__(self, sync, on_step=None):
         self.sync = sync
+        self.on_step = on_step
         self.calls = 0
         self.first: float | None = None
 
@@ -20,6 +21,8 @@ class _FirstTokenClock:
         if self.calls == 2 and self.first is None:  # call 1 is the prompt
             self.sync()
             self.first = time.perf_counter()
+        if self.on_step is not None:
+            self.on_step(self.calls - 1)  # 0: the prompt; i: the i-th new token exists
 
     def end(self) -> None:
         pass
@@ -27,6 +30,8 @@ class _FirstTokenClock:
 
 class TransformersBackend:
     name = "transformers"
+    #: ``run(..., on_step=f)`` calls ``f(i)`` once the i-th new token exists (windowed kernel time)
+    step_hook = True
 
     def __init__(self, lm: Any):
         self.lm = lm
@@ -54,9 +59,9 @@ class TransformersBackend:
     def prompt_tokens(self, prepared: Any) -> int:
         return int(prepared["input_ids"].shape[1])
 
-    def run(self, prepared: Any, max_new_tokens: int) -> RunTiming:
+    def run(self, prepared: Any, max_new_tokens: int, on_step=None) -> RunTiming:
         torch = self.torch
-        clock = _FirstTokenClock(self.sync)
+        clock = _FirstTokenClock(self.sync, on_step)
         tok = self.lm.tokenizer
         pad = getattr(tok, "pad_token_id", None)
         if pad is None:

@@ -6,7 +6,8 @@ read only: clocks and power limits are never changed.
 
 One module per concern: ``nvml`` (state, clock-event reasons and throttle flags, the torch to
 NVML index mapping, device info, energy), ``kernel_time`` (CUPTI kernel time through kineto's
-raw events or ``torch.profiler``), ``roofline`` (bandwidth, KV-cache bytes, utilisation); this
+raw events or ``torch.profiler``), ``window`` (the same from the prefill and a window of decode
+steps of one otherwise plain generate: what measurements use), ``roofline`` (bandwidth, KV-cache bytes, utilisation); this
 module re-exports every name callers use. torch and pynvml are imported inside functions:
 importing this package costs nothing and works on machines without either.
 """
@@ -19,6 +20,7 @@ from .nvml import (CLOCK_REASON_BITS, HW_SLOWDOWN_REASONS, MIB, POWER_REASONS,  
                    THERMAL_REASONS, THROTTLE_FLAGS, THROTTLE_REASONS, EnergyMeter, GpuInfo, GpuState,
                    Nvml, _parse_pci, _torch_index, decode_clock_reasons, is_throttled,
                    map_to_nvml_index, throttle_flags)
+from .window import PATH_WINDOW, WindowProfile, profile_generate, profile_window, window_start  # noqa: F401
 from .roofline import (bw_util, bytes_per_token, kv_cache_bytes_per_token,  # noqa: F401
                        measure_bandwidth_gbs, text_config)
 
