@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from . import host as _host
 from . import stats
+from .stats import DEFAULT_ALPHA, rounds_for_alpha, stratified_rank_p  # re-exported: ab's old names
 from .compare import (STAT_KINDS, Tolerance, compare_metric, parse_tolerance_spec, tolerance_for)
 from .results import HIGHER, LOWER, Metric, metric_info
 
@@ -39,7 +40,6 @@ __all__ = ["ABError", "ABVerdict", "judge_metric", "judge_rounds", "rounds_for_a
            "format_table", "format_host_table", "run_host_state", "stratified_rank_p", "main", "DEFAULT_ALPHA"]
 
 PROG = "quantperf ab"
-DEFAULT_ALPHA = 0.01
 STATUSES = ("pass", "improvement", "regression", "inconclusive", "new", "gone", "not_gated")
 # pytest exit codes that still mean "the suite ran": 0 all passed, 1 some tests failed
 _RAN = (0, 1)
@@ -52,21 +52,7 @@ class ABError(Exception):
     """Bad input or a run that could not happen: printed with what to do, exit status 2."""
 
 
-# --------------------------------------------------------------------------- statistics
-
-def rounds_for_alpha(alpha: float) -> int:
-    """Fewest rounds at which a one-sided signed-rank test across rounds can reach ``p < alpha``.
-
-    With N rounds all moving the same way the exact p-value is ``2**-N``: 7 rounds at 0.01,
-    5 at 0.05.  Below this the round-level test cannot decide and the within-round rank test does.
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
-    n = 1
-    while 2.0 ** -n >= alpha:
-        n += 1
-    return n
-
+# --------------------------------------------------------------------------- verdicts
 
 @dataclass(frozen=True)
 class ABVerdict:
@@ -187,29 +173,9 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
         return ABVerdict(status="inconclusive", base=None, head=None, change=None,
                          message=f"{name}: a value is missing or not finite", **common)
 
-    log_scale = all(v > 0 for v in bm + hm)
-    if log_scale:
-        xs, ys = [math.log(v) for v in bm], [math.log(v) for v in hm]
-        mean_d = statistics.fmean(y - x for x, y in zip(xs, ys))
-        b = math.exp(statistics.fmean(xs))
-        h = b * math.exp(mean_d)
-        round_changes = tuple(hv / bv - 1 for bv, hv in zip(bm, hm))
-    else:
-        xs, ys = bm, hm
-        mean_d = statistics.fmean(y - x for x, y in zip(xs, ys))
-        b = statistics.fmean(bm)
-        h = b + mean_d
-        round_changes = tuple((hv - bv) / abs(bv) if bv else math.nan for bv, hv in zip(bm, hm))
-    change = (h - b) / abs(b) if b else (0.0 if h == b else math.nan)
-
-    def to_change(v: float) -> float:
-        if log_scale:
-            return math.exp(v) - 1
-        return v / abs(b) if b else math.nan
-
-    conf = max(0.95, 1 - 2 * alpha)
-    lo, hi = stats.paired_bootstrap_diff_ci(xs, ys, conf, n_boot, seed)
-    ci = (to_change(lo), to_change(hi)) if math.isfinite(lo) else None
+    rc = stats.paired_rounds_change(bm, hm, alpha=alpha, n_boot=n_boot, seed=seed)
+    b, h, change, ci, conf = rc.base, rc.head, rc.change, rc.ci, rc.conf
+    round_changes = rc.round_changes
     beyond = tol.exceeded(b, h)
     worse = _is_worse(h - b, better)
     bad_good = "regression" if worse else "improvement"
@@ -243,16 +209,13 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
     up = h > b
     ci_clear = ci is not None and (ci[0] > 0 if up else ci[1] < 0)
     ci_text = f"{conf:.0%} CI [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "no CI"
-    need = rounds_for_alpha(alpha)
-    if n >= need:
-        d = [y - x for x, y in zip(xs, ys)]
-        p = _signed_rank_p(d, "greater" if up else "less")
+    p, method = stats.rounds_shift_p(rc.diffs, [_values(m) for m in base_rounds], [_values(m) for m in head_rounds],
+                                     up=up, alpha=alpha)
+    if method == "signed-rank":
         if ci_clear and p < alpha:
             return done(bad_good, f"(signed-rank p={p:.3g}, {ci_text})", p, "signed-rank")
         return done("inconclusive", f"(signed-rank p={p:.3g}, {ci_text}; not significant at {alpha:g}: "
                     f"more rounds would settle it)", p, "signed-rank")
-    p = stratified_rank_p([_values(m) for m in base_rounds], [_values(m) for m in head_rounds],
-                          "greater" if up else "less")
     n_b = sum(len(_values(m)) for m in base_rounds)
     n_h = sum(len(_values(m)) for m in head_rounds)
     detail = f"({ci_text} over rounds, stratified rank p={p:.3g} on {n_b} vs {n_h} samples"
@@ -261,60 +224,9 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
     why = [] if ci_clear else ["rounds disagree"]
     if p >= alpha:
         why.append(f"not significant at {alpha:g}")
+    need = rounds_for_alpha(alpha)
     return done("inconclusive", detail + f"; {', '.join(why)}; more samples per test or ~{need} rounds "
                 f"would settle it)", p, "stratified-rank")
-
-
-def stratified_rank_p(base_rounds: Sequence[Sequence[float]], head_rounds: Sequence[Sequence[float]],
-                      alternative: str = "greater") -> float:
-    """One-sided van Elteren test: do head samples rank above base samples *within* each round?
-
-    Each round is a stratum: the head samples' rank sum ``W_r`` among that round's pooled
-    samples (mid-ranks for ties) is centred on its null mean ``n_r (N_r + 1) / 2`` and weighted
-    by ``1 / (N_r + 1)``; the weighted sum over rounds, divided by its null standard deviation
-    (tie-corrected), is compared with the normal distribution.  Ranking within rounds keeps a
-    machine that was slower in one round than another from blurring the comparison, which a
-    pooled Mann–Whitney test would suffer.  ``alternative="greater"``: head larger.  Rounds with
-    an empty side are skipped; no information gives 1.0.
-    """
-    if alternative not in ("greater", "less"):
-        raise ValueError(f"alternative must be 'greater' or 'less', not {alternative!r}")
-    import numpy as np
-    from scipy import stats as _st
-
-    t_sum = 0.0
-    var_sum = 0.0
-    for b, h in zip(base_rounds, head_rounds):
-        b = [float(x) for x in b if math.isfinite(x)]
-        h = [float(x) for x in h if math.isfinite(x)]
-        n, m = len(h), len(b)
-        if n == 0 or m == 0:
-            continue
-        big_n = n + m
-        x = np.asarray(h + b)
-        ranks = _st.rankdata(x)
-        w_r = float(ranks[:n].sum()) - n * (big_n + 1) / 2.0
-        _, ties = np.unique(x, return_counts=True)
-        tie_term = float((ties ** 3 - ties).sum()) / (big_n * (big_n - 1)) if big_n > 1 else 0.0
-        var = n * m / 12.0 * (big_n + 1 - tie_term)
-        weight = 1.0 / (big_n + 1)
-        t_sum += weight * w_r
-        var_sum += weight * weight * var
-    if var_sum <= 0:
-        return 1.0
-    z = t_sum / math.sqrt(var_sum)
-    p = float(_st.norm.sf(z) if alternative == "greater" else _st.norm.cdf(z))
-    return min(max(p, 0.0), 1.0)
-
-
-def _signed_rank_p(d: Sequence[float], alternative: str) -> float:
-    """One-sided exact Wilcoxon signed-rank p-value; no evidence (1.0) when every difference is 0."""
-    from scipy import stats as _st
-
-    if all(v == 0 for v in d):
-        return 1.0
-    p = float(_st.wilcoxon(d, zero_method="wilcox", alternative=alternative).pvalue)
-    return 1.0 if math.isnan(p) else p
 
 
 def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Mapping[str, Any]],
