@@ -227,7 +227,9 @@ def test_host_figures_of_a_run_are_read_when_present_and_absent_is_fine() -> Non
 
 
 def test_default_rounds_are_enough_for_a_verdict_across_rounds() -> None:
-    assert ab._parser().parse_args(["--base", "x"]).rounds is None  # main takes rounds_for_alpha(--alpha)
+    from pytest_quantperf.cli import ab as ab_cli
+
+    assert ab_cli.build_parser().parse_args(["--base", "x"]).rounds is None  # main takes rounds_for_alpha(--alpha)
     base, head = _rounds([5.0] * 7, n=3), _rounds([5.9, 6.0, 5.8, 6.1, 5.9, 6.0, 6.2], n=3)
     v = ab.judge_metric("t::a", "step_ms", base, head, TOL10)
     assert v.status == "regression" and v.p_method == "signed-rank"

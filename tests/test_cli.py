@@ -265,11 +265,11 @@ def test_fit_is_delegated(capsys):
 def test_ab_is_delegated_or_explained(capsys, monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("pytest_quantperf.ab") is None:
+    if importlib.util.find_spec("pytest_quantperf.abrun") is None:
         assert main(["ab", "--base", "HEAD"]) == 2
-        assert "pytest_quantperf.ab is missing" in capsys.readouterr().err
+        assert "pytest_quantperf.abrun is missing" in capsys.readouterr().err
     else:
-        monkeypatch.setitem(sys.modules, "pytest_quantperf.ab", None)  # as if it were not installed
+        monkeypatch.setitem(sys.modules, "pytest_quantperf.abrun", None)  # as if it were not installed
         assert main(["ab", "--base", "HEAD"]) == 2
         assert "quantperf ab: not available" in capsys.readouterr().err
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_quantperf import fit
+from pytest_quantperf.cli import fit as fit_cli
 
 torch = pytest.importorskip("torch")
 
@@ -144,9 +145,9 @@ def test_fits_and_format():
     assert p.required_mb == pytest.approx((p.peak_bytes + p.overhead_bytes) / 2**20)
     assert p.fits(6144) and not p.fits(4096)
     assert p.fits(math.ceil(p.required_mb)) and not p.fits(math.floor(p.required_mb) - 1)
-    text = fit.format_prediction(p, 6144)
+    text = fit_cli.format_prediction(p, 6144)
     assert "7,241,732,096" in text and "FITS in 6,144 MiB" in text and "KV cache (1 x 2048 tokens)" in text
-    assert "DOES NOT FIT" in fit.format_prediction(fit.predict(PRESETS["mistral-7b"], "fp16"), 6144)
+    assert "DOES NOT FIT" in fit_cli.format_prediction(fit.predict(PRESETS["mistral-7b"], "fp16"), 6144)
     d = p.to_dict()
     json.dumps(d)
     assert d["weight_mb"] == round(p.weight_mb, 2)
@@ -155,19 +156,19 @@ def test_fits_and_format():
 def test_fit_main_exit_codes(tmp_path, capsys):
     cfg, _ = fit.load_config(PRESETS["mistral-7b"])
     cfg.save_pretrained(tmp_path)
-    assert fit.fit_main([str(tmp_path), "--quant", "nf4", "--gpu-mb", "6144", "--double-quant"]) == 0
+    assert fit_cli.fit_main([str(tmp_path), "--quant", "nf4", "--gpu-mb", "6144", "--double-quant"]) == 0
     assert "FITS" in capsys.readouterr().out
-    assert fit.fit_main([str(tmp_path), "--quant", "fp16", "--gpu-mb", "6144"]) == 1
+    assert fit_cli.fit_main([str(tmp_path), "--quant", "fp16", "--gpu-mb", "6144"]) == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
-    assert fit.fit_main([str(tmp_path), "--quant", "nf4", "--gpu-mb", "24000", "--context", "8192",
-                         "--batch", "4", "--json"]) == 0
+    assert fit_cli.fit_main([str(tmp_path), "--quant", "nf4", "--gpu-mb", "24000", "--context", "8192",
+                             "--batch", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["fits"] is True and out["kv_cache_bytes"] == 4 * 8192 * 131_072 and out["gpu_mb"] == 24000
-    assert fit.fit_main([str(tmp_path), "--quant", "int3", "--gpu-mb", "6144"]) == 2
-    assert fit.fit_main([str(tmp_path), "--quant", "int8", "--gpu-mb", "6144", "--double-quant"]) == 2
+    assert fit_cli.fit_main([str(tmp_path), "--quant", "int3", "--gpu-mb", "6144"]) == 2
+    assert fit_cli.fit_main([str(tmp_path), "--quant", "int8", "--gpu-mb", "6144", "--double-quant"]) == 2
     assert "nf4/fp4 only" in capsys.readouterr().err
-    assert fit.fit_main([str(tmp_path / "missing"), "--quant", "nf4", "--gpu-mb", "6144"]) == 2
-    assert fit.fit_main([str(tmp_path), "--quant", "nf4", "--gpu-mb", "-5"]) == 2
+    assert fit_cli.fit_main([str(tmp_path / "missing"), "--quant", "nf4", "--gpu-mb", "6144"]) == 2
+    assert fit_cli.fit_main([str(tmp_path), "--quant", "nf4", "--gpu-mb", "-5"]) == 2
 
 
 # --------------------------------------------------------------------------- measured bytes

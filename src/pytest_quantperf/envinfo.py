@@ -18,7 +18,7 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["fingerprint", "git_info", "hardware_id", "slugify", "cpu_model", "gpu_info"]
+__all__ = ["fingerprint", "git_info", "git_process", "hardware_id", "slugify", "cpu_model", "gpu_info", "run_git"]
 
 _PACKAGES = ("torch", "transformers", "bitsandbytes", "accelerate")
 
@@ -166,13 +166,24 @@ def fingerprint(device: str | None = None) -> dict[str, Any]:
     return env
 
 
-def run_git(path: str, *args: str, timeout: float = 10) -> str | None:
-    """``git -C path args...``'s stripped output; None when git is missing, fails or hangs."""
+def git_process(path: str | os.PathLike[str], *args: str,
+                timeout: float = 10) -> subprocess.CompletedProcess[str] | None:
+    """``git -C path args...`` run to its end (exit status, stdout, stderr); None when git is missing or hangs.
+
+    The one place git is started: :func:`run_git` (and so :func:`git_info`) and ``quantperf ab``'s
+    worktrees (:mod:`pytest_quantperf.abrun`) go through it.
+    """
     try:
-        r = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(["git", "-C", os.fspath(path), *args], capture_output=True, text=True,
+                              timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
-    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def run_git(path: str, *args: str, timeout: float = 10) -> str | None:
+    """``git -C path args...``'s stripped output; None when git is missing, fails or hangs."""
+    r = git_process(path, *args, timeout=timeout)
+    return r.stdout.strip() if r is not None and r.returncode == 0 else None
 
 
 def git_info(path: str | os.PathLike[str] = ".") -> dict[str, Any] | None:

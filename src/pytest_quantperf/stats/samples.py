@@ -1,8 +1,4 @@
-"""Statistics behind the verdicts: intervals, rank tests, paired tests and the sampling rules.
-
-Everything here is deterministic (bootstraps take a fixed seed), works on plain sequences of
-floats and knows nothing of pytest or torch, so the plugin, the ``quantperf`` command and the
-tests all reach the same numbers from the same samples.
+"""Statistics of the samples one run takes: median intervals, rank tests, the sampling rules.
 
 Timing samples are skewed and outlier-prone (a GC pause, a clock change), so the location is
 the median and the tests are rank or resampling based: no normality is assumed anywhere a
@@ -23,10 +19,8 @@ if TYPE_CHECKING:
 # configure-time code may) stays cheap.
 
 __all__ = [
-    "median_ci", "rel_ci_halfwidth", "mann_whitney", "bootstrap_median_ratio_ci",
-    "mcnemar_exact", "paired_bootstrap_diff_ci", "paired_p_value", "AdaptiveRule",
-    "warmup_settled", "min_samples_for", "min_detectable_change", "samples_needed",
-    "robust_rel_sd",
+    "median_ci", "rel_ci_halfwidth", "mann_whitney", "bootstrap_median_ratio_ci", "AdaptiveRule",
+    "warmup_settled", "min_samples_for", "min_detectable_change", "samples_needed", "robust_rel_sd",
 ]
 
 
@@ -124,71 +118,6 @@ def bootstrap_median_ratio_ci(base: Sequence[float], cur: Sequence[float], conf:
     if np.any(mb == 0):
         return (math.nan, math.nan)
     return _percentile_interval(mc / mb, conf)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar test on the discordant pair counts.
-
-    ``b``: items right before and wrong now; ``c``: wrong before and right now.  Under "no
-    change" each discordant item is a fair coin, so this is the exact two-sided binomial test
-    of ``b`` successes in ``b + c`` trials at 1/2 (equal to ``scipy.stats.binomtest``).
-    """
-    from scipy import stats as _st
-
-    b, c = int(b), int(c)
-    if b < 0 or c < 0:
-        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
-    n = b + c
-    if n == 0 or b == c:
-        return 1.0
-    # symmetric null: both tails are equally likely, so double the smaller tail
-    return float(min(1.0, 2.0 * _st.binom.cdf(min(b, c), n, 0.5)))
-
-
-def paired_bootstrap_diff_ci(x: Sequence[float], y: Sequence[float], conf: float = 0.95,
-                             n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mean(y - x)`` over paired items, items resampled together.
-
-    ``x`` is the baseline and ``y`` the current run, item by item (0/1 correctness per question,
-    negative log-likelihood per token).  Pairing removes the between-item variance, which is
-    why a per-item comparison sees far smaller changes than two bare accuracies do.
-    """
-    import numpy as np
-
-    xs = np.asarray([float(v) for v in x], dtype=float)
-    ys = np.asarray([float(v) for v in y], dtype=float)
-    if xs.shape != ys.shape:
-        raise ValueError(f"paired samples must have equal length, got {xs.size} and {ys.size}")
-    if xs.size == 0:
-        return (math.nan, math.nan)
-    d = ys - xs
-    rng = np.random.default_rng(seed)
-    # in chunks: per-token data can hold many thousands of items
-    rows = max(1, 2_000_000 // d.size)
-    means = np.concatenate([d[rng.integers(0, d.size, size=(min(rows, n_boot - i), d.size))].mean(axis=1)
-                            for i in range(0, n_boot, rows)])
-    return _percentile_interval(means, conf)
-
-
-def paired_p_value(x: Sequence[float], y: Sequence[float]) -> float:
-    """Two-sided p-value that paired items changed: exact McNemar for 0/1 items, else Wilcoxon."""
-    from scipy import stats as _st
-
-    xs = [float(v) for v in x]
-    ys = [float(v) for v in y]
-    if len(xs) != len(ys):
-        raise ValueError(f"paired samples must have equal length, got {len(xs)} and {len(ys)}")
-    if not xs:
-        return 1.0
-    if all(v in (0.0, 1.0) for v in xs + ys):
-        b = sum(1 for u, v in zip(xs, ys) if u == 1.0 and v == 0.0)
-        c = sum(1 for u, v in zip(xs, ys) if u == 0.0 and v == 1.0)
-        return mcnemar_exact(b, c)
-    d = [v - u for u, v in zip(xs, ys)]
-    if all(v == 0 for v in d):
-        return 1.0
-    p = float(_st.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
-    return 1.0 if math.isnan(p) else p
 
 
 @dataclass(frozen=True)
@@ -324,67 +253,3 @@ def samples_needed(base_samples: Sequence[float], cur_samples: Sequence[float], 
     # se of each median = 1.2533 s / sqrt(n); two sides: sqrt(2) of that
     n = math.ceil(2 * (z * 1.2533 * s / effect) ** 2)
     return int(min(max(n, floor), cap))
-
-
-# --------------------------------------------------------------------------- runs as the unit
-
-@dataclass(frozen=True)
-class RunLevelTest:
-    """A change between two runs judged against how much unchanged runs move.
-
-    ``spread`` is the relative standard deviation of one run's figure (a run's median) from run
-    to run; ``source`` says where it came from: ``history`` (measured on ``n_runs`` saved runs of
-    the same baseline name and hardware) or ``assumed`` (no history yet: a stated prior).
-    ``p_value`` is the one-sided probability of a change at least this far beyond the tolerance
-    if the true change were exactly at the tolerance; ``ci`` the interval of the relative change.
-    """
-
-    p_value: float
-    ci: tuple[float, float]
-    detectable: float
-    spread: float
-    source: str
-    n_runs: int
-
-
-def run_spread(run_values: Sequence[float]) -> float:
-    """Relative run-to-run standard deviation of a figure from saved runs (sd of its logs)."""
-    logs = [math.log(x) for x in _clean(run_values) if x > 0]
-    return statistics.stdev(logs) if len(logs) >= 2 else math.inf
-
-
-def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequence[float] = (),
-                     prior_spread: float, base_samples: Sequence[float] = (),
-                     cur_samples: Sequence[float] = (), alpha: float = 0.01) -> RunLevelTest:
-    """Is ``cur`` beyond ``rel_tol`` of ``base`` by more than run-to-run noise explains?
-
-    Repeats inside one run share the run's host load, clocks and memory placement, so they
-    cannot say how far a whole run moves: the run is the unit. With three or more saved runs the
-    spread is measured (a t quantile with ``runs - 1`` degrees of freedom keeps few runs honest);
-    without, ``prior_spread`` stands in and the verdict says so. The standard error of the
-    difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
-    within-run samples alone imply.
-    """
-    from scipy import stats as _st
-
-    hist = [x for x in _clean(history) if x > 0]
-    if len(hist) >= 3:
-        spread, source, df = run_spread(hist), "history", len(hist) - 1
-    else:
-        spread, source, df = prior_spread, "assumed", None
-    se = spread * math.sqrt(2)
-    se_within = math.hypot(*(s if math.isfinite(s) else 0.0
-                             for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
-                                       _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
-    se = max(se, se_within, 1e-9)
-    dist = _st.t(df) if df else _st.norm
-    crit = float(dist.ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
-    if not (base > 0 and cur > 0):
-        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist))
-    d = math.log(cur / base)
-    edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
-    excess = abs(d) - edge
-    p = float(dist.sf(excess / se)) if math.isfinite(excess) else 1.0
-    ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
-    detectable = math.expm1(math.log1p(rel_tol) + crit * se)
-    return RunLevelTest(p, ci, detectable, spread, source, len(hist))

@@ -1,0 +1,76 @@
+"""Runs as the unit: a change between two runs judged against how much unchanged runs move.
+
+scipy is imported inside the function.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Sequence
+
+from .samples import _clean, _rel_se_median
+
+__all__ = ["RunLevelTest", "run_spread", "run_level_change"]
+
+
+@dataclass(frozen=True)
+class RunLevelTest:
+    """A change between two runs judged against how much unchanged runs move.
+
+    ``spread`` is the relative standard deviation of one run's figure (a run's median) from run
+    to run; ``source`` says where it came from: ``history`` (measured on ``n_runs`` saved runs of
+    the same baseline name and hardware) or ``assumed`` (no history yet: a stated prior).
+    ``p_value`` is the one-sided probability of a change at least this far beyond the tolerance
+    if the true change were exactly at the tolerance; ``ci`` the interval of the relative change.
+    """
+
+    p_value: float
+    ci: tuple[float, float]
+    detectable: float
+    spread: float
+    source: str
+    n_runs: int
+
+
+def run_spread(run_values: Sequence[float]) -> float:
+    """Relative run-to-run standard deviation of a figure from saved runs (sd of its logs)."""
+    logs = [math.log(x) for x in _clean(run_values) if x > 0]
+    return statistics.stdev(logs) if len(logs) >= 2 else math.inf
+
+
+def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequence[float] = (),
+                     prior_spread: float, base_samples: Sequence[float] = (),
+                     cur_samples: Sequence[float] = (), alpha: float = 0.01) -> RunLevelTest:
+    """Is ``cur`` beyond ``rel_tol`` of ``base`` by more than run-to-run noise explains?
+
+    Repeats inside one run share the run's host load, clocks and memory placement, so they
+    cannot say how far a whole run moves: the run is the unit. With three or more saved runs the
+    spread is measured (a t quantile with ``runs - 1`` degrees of freedom keeps few runs honest);
+    without, ``prior_spread`` stands in and the verdict says so. The standard error of the
+    difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
+    within-run samples alone imply.
+    """
+    from scipy import stats as _st
+
+    hist = [x for x in _clean(history) if x > 0]
+    if len(hist) >= 3:
+        spread, source, df = run_spread(hist), "history", len(hist) - 1
+    else:
+        spread, source, df = prior_spread, "assumed", None
+    se = spread * math.sqrt(2)
+    se_within = math.hypot(*(s if math.isfinite(s) else 0.0
+                             for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
+                                       _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
+    se = max(se, se_within, 1e-9)
+    dist = _st.t(df) if df else _st.norm
+    crit = float(dist.ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
+    if not (base > 0 and cur > 0):
+        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist))
+    d = math.log(cur / base)
+    edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
+    excess = abs(d) - edge
+    p = float(dist.sf(excess / se)) if math.isfinite(excess) else 1.0
+    ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
+    detectable = math.expm1(math.log1p(rel_tol) + crit * se)
+    return RunLevelTest(p, ci, detectable, spread, source, len(hist))
