@@ -2,6 +2,7 @@
 # The GPU checks recorded in docs/gpu-results.md, as run on an H100 through a bare machine with
 # torch/transformers/accelerate preinstalled and bitsandbytes + gguf carried as wheels in .whl/.
 # Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1-3; 4: kernel-time cost + time to verdict; 5: the same from a checkpoint + GPU tests;
+#   6: time to verdict, synthetic and from a checkpoint, then the windowed kernel time's cost (ANCHOR_JSON=the anchor's ob_summary.json);
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
@@ -23,6 +24,13 @@ if [ "$PART" = 4 ]; then
   run kernel_time_cost 200 python3 benchmarks/kernel_time_cost.py --out "$OUT/kernel_time_cost.json"
   ANCHOR=""; [ -f "$OUT/ob_summary.json" ] && ANCHOR="--anchor-json $OUT/ob_summary.json"
   run ttv 380 python3 benchmarks/time_to_verdict.py $ANCHOR --out "$OUT/ttv"
+fi
+if [ "$PART" = 6 ]; then
+  # issue 19 after the windowed kernel time: its cost on fp16, then the anchor's work (synthetic and from a checkpoint)
+  ANCHOR=""; [ -f "${ANCHOR_JSON:-}" ] && ANCHOR="--anchor-json $ANCHOR_JSON"
+  run ttv 300 python3 benchmarks/time_to_verdict.py $ANCHOR --out "$OUT/ttv"
+  run ttv_ckpt 300 python3 benchmarks/time_to_verdict.py --real-checkpoint $ANCHOR --out "$OUT/ttv_ckpt"
+  run kernel_time_cost 90 python3 benchmarks/kernel_time_cost.py --configs fp16 --new-runs 1 --window-runs 3 --out "$OUT/kernel_time_cost.json"
 fi
 if [ "$PART" = 5 ]; then
   ANCHOR=""; [ -f "$OUT/ob_summary.json" ] && ANCHOR="--anchor-json $OUT/ob_summary.json"
