@@ -17,7 +17,7 @@ Rules (one verdict per metric of a test present in both runs):
   that noise is *inconclusive* (a warning naming the smallest change these runs tell apart); a run
   whose own samples scatter more than twice the tolerance is *too_noisy*. The same rules in the
   good direction give *improvement*. :func:`judge_test` then applies the kernel-time, GPU-clock and
-  host-contention guards per model.
+  host-contention guards per model; they live in :mod:`guards` (re-exported here).
 * **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
   holds) are shown as ``not_gated``.
 * **Memory and exact kinds** (``memory``, ``exact``): deterministic, compared directly: beyond
@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import replace, dataclass, field, asdict
+from dataclasses import dataclass, field, asdict
 from typing import Sequence, Any, Mapping
 
 from . import stats
+from .guards import (CLOCK_TOLERANCE, WALL_CLOCK, clock_guard,  # noqa: F401 (re-exported)
+                     contention_guard, kernel_time_guard, model_key)
 from .results import METRICS, Metric, metric_info, LOWER, HIGHER
 from .tolerance import (DEFAULT_TOLERANCES, Tolerance, base_metric_name,  # noqa: F401 (re-exported)
                         parse_tolerance, parse_tolerance_spec, tolerance_for)
@@ -246,86 +248,6 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
     # memory, exact, accuracy without per-item data: deterministic, compared directly
     status = ("regression" if worse else "improvement") if beyond else "pass"
     return _finish(nodeid, name, status, base, cur, tol, **common)
-
-
-WALL_CLOCK = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s")
-
-
-def model_key(metric: str) -> str:
-    """Which model of a test a metric belongs to: ``""`` (the first), ``"ref."`` or ``"[label]"``."""
-    base = base_metric_name(metric)
-    return metric.replace(base, "", 1)
-
-
-def kernel_time_guard(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """Wall-clock changes of a model whose GPU kernel time held steady are not verdicts on their own.
-
-    Measured on an H200: wall time per token of identical code moved +94% between two calls minutes
-    apart while CUPTI kernel time moved 0.05%. Where no saved runs measure how far the wall clock
-    moves (``evidence == "assumed"``), a wall-clock regression or improvement of a model whose own
-    ``gpu_ms_per_token`` passed is inconclusive ("host-side change or noise"). With run history the
-    measured spread decides and host-side regressions gate. Keyed by model, so a reference's steady
-    kernel time never covers a candidate's wall clock.
-    """
-    steady = {(v.nodeid, model_key(v.metric)) for v in verdicts
-              if base_metric_name(v.metric) == "gpu_ms_per_token" and v.status == "pass"}
-    out = []
-    for v in verdicts:
-        if (v.status in ("regression", "improvement") and base_metric_name(v.metric) in WALL_CLOCK
-                and v.evidence == "assumed" and (v.nodeid, model_key(v.metric)) in steady):
-            v = replace(v, status="inconclusive", gating=False,
-                        message=v.message + " [GPU kernel time unchanged and no run history: host-side change or "
-                                            "noise, not gated; saved runs of the baseline measure the spread]")
-        out.append(v)
-    return out
-
-
-#: SM or memory clocks further apart than this make two kernel times incomparable
-CLOCK_TOLERANCE = 0.01
-
-
-def clock_guard(verdicts: Sequence[Verdict], clocks: Mapping[str, tuple[Any, Any]]) -> list[Verdict]:
-    """A kernel-time change measured at another GPU clock is the clock's, not the code's.
-
-    Kernel time scales with the SM (compute) and memory clocks, which NVML reads around every
-    measurement; two machines of one hardware id, or one GPU under another power state, differ
-    there. Where either clock moved by more than :data:`CLOCK_TOLERANCE`, a kernel-time regression
-    or improvement is inconclusive and names both clocks.
-    """
-    out = []
-    for v in verdicts:
-        b, c = clocks.get(v.metric, (None, None))
-        if v.kind == "gpu_timing" and v.status in ("regression", "improvement") \
-                and isinstance(b, Mapping) and isinstance(c, Mapping):
-            moved = [k for k in ("sm_clock_mhz", "mem_clock_mhz")
-                     if b.get(k) and c.get(k) and abs(c[k] - b[k]) / b[k] > CLOCK_TOLERANCE]
-            if moved:
-                what = ", ".join(f"{k.split('_')[0].upper()} clock {b[k]:.0f} → {c[k]:.0f} MHz" for k in moved)
-                v = replace(v, status="inconclusive", gating=False,
-                            message=v.message + f" [{what}: the GPU ran at another clock; not gated]")
-        out.append(v)
-    return out
-
-
-def contention_guard(verdicts: Sequence[Verdict], host: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
-    """A timing verdict taken while the host was contended is not a regression by itself.
-
-    ``host`` maps a model key (:func:`model_key`) to the host figures of its measurement
-    (``state``: quiet / contended / too_busy, and a ``summary``); a busy neighbour stalls torch's
-    intra-op threads and slows a whole run several-fold, which no statistic on the run can undo.
-    """
-    out = []
-    for v in verdicts:
-        h = host.get(model_key(v.metric)) or {}
-        state = h.get("state")
-        if v.kind in ("timing", "energy") and state in ("contended", "too_busy") \
-                and v.status in ("regression", "improvement", "inconclusive", "too_noisy"):
-            what = "too busy to measure" if state == "too_busy" else "contended"
-            status = "inconclusive" if v.status in ("regression", "improvement") else v.status
-            v = replace(v, status=status, gating=False,
-                        message=v.message + f" [host {what}: {h.get('summary', '')}; not gated]")
-        out.append(v)
-    return out
 
 
 _HOST_ORDER = ("quiet", "contended", "too_busy")
