@@ -3,7 +3,8 @@
 Each of ``--tests`` tests loads the default model through ``quant_model`` (cached after the first),
 generates through ``quantperf.generate`` under a budget, and the run is saved, then compared with
 a baseline with the HTML and JSON reports on. A conftest in the suite adds up, per test, the wall
-time spent inside the generation backend's ``run`` (the model's own work: warm-up, timed runs);
+time spent inside the generation backend's ``prepare`` and ``run`` (the model's own work:
+tokenizing the prompt, warm-up and timed generates);
 pytest's setup + call + teardown durations minus that time is what the plugin costs the test:
 fixtures, the sampling loop's own code, host and memory meters, records, the budget check, the
 baseline verdicts, the result's trip to the controller. The first test (it loads the model) is left
@@ -29,19 +30,22 @@ import pytest
 from pytest_quantperf.backends import transformers as _tb
 
 _SPENT = {"now": None, "s": {}}
-_real_run = _tb.TransformersBackend.run
 
 
-def _timed_run(self, *a, **k):
-    t = time.perf_counter()
-    try:
-        return _real_run(self, *a, **k)
-    finally:
-        nid = _SPENT["now"]
-        _SPENT["s"][nid] = _SPENT["s"].get(nid, 0.0) + time.perf_counter() - t
+def _timed(real):
+    def wrapper(self, *a, **k):
+        t = time.perf_counter()
+        try:
+            return real(self, *a, **k)
+        finally:
+            nid = _SPENT["now"]
+            _SPENT["s"][nid] = _SPENT["s"].get(nid, 0.0) + time.perf_counter() - t
+    return wrapper
 
 
-_tb.TransformersBackend.run = _timed_run
+# the model's own work: tokenizing the prompt once, and every generate
+_tb.TransformersBackend.run = _timed(_tb.TransformersBackend.run)
+_tb.TransformersBackend.prepare = _timed(_tb.TransformersBackend.prepare)
 _DUR = {}
 
 

@@ -51,8 +51,6 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
     within-run samples alone imply.
     """
-    from scipy import stats as _st
-
     hist = [x for x in _clean(history) if x > 0]
     if len(hist) >= 3:
         spread, source, df = run_spread(hist), "history", len(hist) - 1
@@ -63,14 +61,21 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
                              for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
                                        _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
     se = max(se, se_within, 1e-9)
-    dist = _st.t(df) if df else _st.norm
-    crit = float(dist.ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
+    if df:  # measured spread: Student's t (scipy, only when there is run history)
+        from scipy import stats as _st
+
+        t = _st.t(df)
+        ppf, sf = t.ppf, t.sf
+    else:  # assumed spread: the normal quantile, from the standard library (no scipy per metric)
+        nd = statistics.NormalDist()
+        ppf, sf = nd.inv_cdf, (lambda x: 1.0 - nd.cdf(x))
+    crit = float(ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
     if not (base > 0 and cur > 0):
         return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist))
     d = math.log(cur / base)
     edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
     excess = abs(d) - edge
-    p = float(dist.sf(excess / se)) if math.isfinite(excess) else 1.0
+    p = float(sf(excess / se)) if math.isfinite(excess) else 1.0
     ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
     detectable = math.expm1(math.log1p(rel_tol) + crit * se)
     return RunLevelTest(p, ci, detectable, spread, source, len(hist))
