@@ -146,6 +146,16 @@ def _raw_api() -> tuple[Any, ...] | None:
     return config, ProfilerActivity, DeviceType, _prepare_profiler, _enable_profiler, _disable_profiler
 
 
+def _activity(api: tuple[Any, ...], activity: str) -> tuple[set[Any], Any, frozenset[str]]:
+    """(kineto activities to record, timeline to sum, event kinds that are work) for ``activity``."""
+    ProfilerActivity, DeviceType = api[1], api[2]
+    if activity == "cuda":
+        return {ProfilerActivity.CUDA}, DeviceType.CUDA, DEVICE_WORK_KINDS
+    if activity == "cpu":
+        return {ProfilerActivity.CPU}, DeviceType.CPU, frozenset({"cpu_op"})
+    raise ValueError(f"activity must be 'cuda' or 'cpu', got {activity!r}")
+
+
 def _profile_raw(fn: Callable[[], Any], api: tuple[Any, ...], *, activity: str = "cuda",
                  sync: Callable[[], None] = lambda: None) -> KernelProfile:
     """One run of ``fn()`` under kineto with one activity, summed from the raw events.
@@ -153,13 +163,8 @@ def _profile_raw(fn: Callable[[], Any], api: tuple[Any, ...], *, activity: str =
     ``activity="cpu"`` (CPU ops on the CPU timeline) exists so the reading and summing code is
     tested for real on machines without a GPU; measurements use ``"cuda"``.
     """
-    config, ProfilerActivity, DeviceType, prepare, enable, disable = api
-    if activity == "cuda":
-        acts, dev, kinds = {ProfilerActivity.CUDA}, DeviceType.CUDA, DEVICE_WORK_KINDS
-    elif activity == "cpu":
-        acts, dev, kinds = {ProfilerActivity.CPU}, DeviceType.CPU, frozenset({"cpu_op"})
-    else:
-        raise ValueError(f"activity must be 'cuda' or 'cpu', got {activity!r}")
+    config, _, _, prepare, enable, disable = api
+    acts, dev, kinds = _activity(api, activity)
     prepare(config, acts)
     enable(config, acts)
     t0 = time.perf_counter()

@@ -75,19 +75,14 @@ def profile_window(run: Callable[[Callable[[int], None]], Any], n_tokens: int, *
     call with ``i = 0`` for the prompt is allowed). ``api`` is :func:`~pytest_quantperf.gpu.kernel_time._raw_api`'s
     tuple. Each segment is closed after a device sync, so no kernel straddles an edge.
     """
-    from .kernel_time import DEVICE_WORK_KINDS, sum_device_work
+    from .kernel_time import _activity, sum_device_work
 
     a = window_start(n_tokens, window)
     if a is None:
         raise ValueError(f"a window of {window} decode steps needs at least {2 * window + 1} new tokens, "
                          f"got {n_tokens}")
-    config, ProfilerActivity, DeviceType, prepare, enable, disable = api
-    if activity == "cuda":
-        acts, dev, kinds = {ProfilerActivity.CUDA}, DeviceType.CUDA, DEVICE_WORK_KINDS
-    elif activity == "cpu":
-        acts, dev, kinds = {ProfilerActivity.CPU}, DeviceType.CPU, frozenset({"cpu_op"})
-    else:
-        raise ValueError(f"activity must be 'cuda' or 'cpu', got {activity!r}")
+    config, _, _, prepare, enable, disable = api
+    acts, dev, kinds = _activity(api, activity)
     raws: list[Any] = []
     on = [False]
     seen: list[int] = []
