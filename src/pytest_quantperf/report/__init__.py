@@ -5,29 +5,15 @@ terminal, the HTML page, the JSON file, the Markdown summary and the ``quantperf
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from typing import Any, Mapping, Sequence
 
 from .._io import write_atomic  # re-exported: the one atomic writer (cli, exports)
+from .jsonout import clean_json, dumps_strict  # noqa: F401 (re-exported)
 from .view import build_view, flat_rows
 
 __all__ = ["write_atomic", "write_run_reports", "write_terminal", "json_report", "write_reports", "build_view",
            "load_history", "clean_json"]
-
-
-def clean_json(obj: Any) -> Any:
-    """A copy that strict JSON parsers accept: NaN and infinities become null, tuples lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_json(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return clean_json(obj.tolist())
-    return obj
 
 
 _ROW_KEYS_DROPPED = ("samples", "baseline_samples", "key")
@@ -45,14 +31,6 @@ def json_report(doc: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, An
         "trends": view.get("trends") or [],
     }
     return out
-
-
-def dumps_strict(obj: Any, **kw: Any) -> str:
-    """JSON without NaN/Infinity (invalid JSON): the fast path first, a cleaned copy when needed."""
-    try:
-        return json.dumps(obj, allow_nan=False, **kw)
-    except ValueError:
-        return json.dumps(clean_json(obj), allow_nan=False, **kw)
 
 
 def load_history(storage: Any, name: str | None, doc: Mapping[str, Any] | None = None,

@@ -44,7 +44,7 @@ def _chg_class(r: Mapping[str, Any]) -> str:
 
 def safe_json(obj: Any) -> str:
     """JSON that cannot end a ``<script>`` element or open a comment inside it."""
-    from . import dumps_strict
+    from .jsonout import dumps_strict
 
     text = dumps_strict(obj, default=str)
     return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
