@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -458,9 +457,3 @@ def predict(config_or_model_id: Any, quant: str, *, context_len: int = 2048, bat
         kv_cache_bytes=kv, activation_bytes=act, peak_bytes=int(weight + kv + act),
         overhead_bytes=CUDA_CONTEXT_BYTES if str(device).startswith("cuda") else 0,
         count_method=counts.method)
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m pytest_quantperf.fit` is `quantperf fit`
-    from pytest_quantperf.cli.fit import fit_main
-
-    sys.exit(fit_main())
