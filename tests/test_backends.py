@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from pytest_quantperf import loaders
+from pytest_quantperf import backends, loaders
 from pytest_quantperf.backends import backend_for
 from pytest_quantperf.measure import MeasurementError, SamplingPlan, measure_generate
 from pytest_quantperf.models import ModelError
@@ -192,7 +192,8 @@ def mlx_lm():
 
 
 def test_mlx_absent_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(loaders, "available", lambda backend: False)
+    # patched where it lives: load_mlx and load_gguf ask backends.unavailable_reason, which asks this
+    monkeypatch.setattr(backends, "available", lambda backend: False)
     with pytest.raises(loaders.BackendUnavailable, match=r"pytest-quantperf\[mlx\]"):
         loaders.load_mlx("default")
     with pytest.raises(loaders.BackendUnavailable, match=r"pytest-quantperf\[gguf\]"):

@@ -7,6 +7,7 @@ new backend (llama.cpp, MLX, ...) gets all of them for free.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -74,6 +75,37 @@ BUILTIN: dict[str, str] = {
     "llama_cpp": "pytest_quantperf.backends.llama_cpp:BACKEND",
     "mlx": "pytest_quantperf.backends.mlx:BACKEND",
 }
+
+
+def available(backend: str) -> bool:
+    """Whether a backend's package imports here (no import is done: find_spec only)."""
+    from ..errors import ModelError
+
+    if backend == "transformers":
+        return importlib.util.find_spec("transformers") is not None
+    if backend == "llama_cpp":
+        return importlib.util.find_spec("llama_cpp") is not None
+    if backend == "mlx":
+        return importlib.util.find_spec("mlx") is not None and importlib.util.find_spec("mlx_lm") is not None
+    raise ModelError(f"unknown backend {backend!r}: use one of transformers, llama_cpp, mlx")
+
+
+def unavailable_reason(backend: str) -> str | None:
+    """Why a backend cannot run here (None when it can): the text a skip shows."""
+    if available(backend):
+        if backend == "mlx":
+            try:
+                import mlx.core  # noqa: F401
+            except Exception as e:  # an mlx wheel without a usable device backend
+                return f"mlx is installed but does not import ({type(e).__name__}: {e})"
+        return None
+    if backend == "llama_cpp":
+        return ("llama-cpp-python is not installed: pip install 'pytest-quantperf[gguf]' "
+                "(it builds llama.cpp from source: about 4-8 minutes on 2 cores)")
+    if backend == "mlx":
+        return ("mlx / mlx-lm are not installed: pip install 'pytest-quantperf[mlx]' (Apple Silicon; "
+                "on Linux 'mlx[cpu]' gives a CPU build)")
+    return f"{backend} is not installed"
 
 
 def _resolve(value: str) -> Any:
