@@ -156,6 +156,22 @@ def _activity(api: tuple[Any, ...], activity: str) -> tuple[set[Any], Any, froze
     raise ValueError(f"activity must be 'cuda' or 'cpu', got {activity!r}")
 
 
+def _require_cuda() -> Any:
+    """torch, where CUDA is usable; else the error every kernel-time path gives."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("GPU kernel time needs CUDA: torch.cuda.is_available() is False on this machine")
+    return torch
+
+
+def _require_events(n_events: int, what: str) -> None:
+    if n_events == 0:
+        raise RuntimeError(
+            "the profiler recorded no GPU kernels: CUPTI may be unavailable (another profiler "
+            f"attached, or the driver withholds profiling from this user) or {what} did no GPU work")
+
+
 def _profile_raw(fn: Callable[[], Any], api: tuple[Any, ...], *, activity: str = "cuda",
                  sync: Callable[[], None] = lambda: None) -> KernelProfile:
     """One run of ``fn()`` under kineto with one activity, summed from the raw events.
@@ -203,10 +219,7 @@ def profile_kernels(fn: Callable[[], Any], device: Any = None, *, path: str | No
     raw kineto path is used where torch has it; ``path=PATH_PROFILER`` forces the old
     ``torch.profiler`` path (benchmarks compare the two).
     """
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("GPU kernel time needs CUDA: torch.cuda.is_available() is False on this machine")
+    torch = _require_cuda()
     if path not in (None, PATH_RAW, PATH_PROFILER):
         raise ValueError(f"path must be {PATH_RAW!r} or {PATH_PROFILER!r}, got {path!r}")
 
@@ -218,10 +231,7 @@ def profile_kernels(fn: Callable[[], Any], device: Any = None, *, path: str | No
     if api is None and path == PATH_RAW:
         raise RuntimeError(f"this torch ({torch.__version__}) lacks the low-level kineto API")
     prof = _profile_raw(fn, api, sync=sync) if api is not None else _profile_torch_profiler(fn, sync)
-    if prof.n_events == 0:
-        raise RuntimeError(
-            "the profiler recorded no GPU kernels: CUPTI may be unavailable (another profiler "
-            "attached, or the driver withholds profiling from this user) or fn() did no GPU work")
+    _require_events(prof.n_events, "fn()")
     return prof
 
 

@@ -85,7 +85,7 @@ def profile_window(run: Callable[[Callable[[int], None]], Any], n_tokens: int, *
     acts, dev, kinds = _activity(api, activity)
     raws: list[Any] = []
     on = [False]
-    seen: list[int] = []
+    last = [0]  # the highest step the generate reported
 
     switch = [0.0]
 
@@ -105,7 +105,7 @@ def profile_window(run: Callable[[Callable[[int], None]], Any], n_tokens: int, *
         switch[0] += time.perf_counter() - t
 
     def on_step(i: int) -> None:
-        seen.append(i)
+        last[0] = max(last[0], i)
         if i == 1 and on[0]:
             stop()
         if i == a and not on[0]:
@@ -122,8 +122,8 @@ def profile_window(run: Callable[[Callable[[int], None]], Any], n_tokens: int, *
     finally:
         if on[0]:
             stop()  # also when run() raised: a profiler left on would slow every later run
-    if len(raws) != 2 or max(seen, default=0) < a + window:
-        raise RuntimeError(f"the generate reported steps up to {max(seen, default=0)} of {n_tokens}: "
+    if len(raws) != 2 or last[0] < a + window:
+        raise RuntimeError(f"the generate reported steps up to {last[0]} of {n_tokens}: "
                            "the window was not profiled (does the backend call on_step per token?)")
     (pre_ns, pre_n), (win_ns, win_n) = (sum_device_work(r.events(), device_type=dev, kinds=kinds) for r in raws)
     t2 = time.perf_counter()
@@ -139,20 +139,14 @@ def profile_generate(backend: Any, prepared: Any, n_tokens: int, device: Any, *,
     """Kernel time of one ``backend.run(prepared, n_tokens)`` on ``device``: from a decode window
     where the backend reports its steps (``step_hook``), the generate is long enough and torch has
     the raw kineto API; else the whole generate profiled (:func:`pytest_quantperf.gpu.profile_kernels`)."""
-    from .kernel_time import _raw_api, profile_kernels
+    from .kernel_time import _raw_api, _require_cuda, _require_events, profile_kernels
 
     api = _raw_api()
     if (window and getattr(backend, "step_hook", False) and api is not None
             and window_start(n_tokens, window) is not None):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("GPU kernel time needs CUDA: torch.cuda.is_available() is False on this machine")
+        torch = _require_cuda()
         prof = profile_window(lambda f: backend.run(prepared, n_tokens, on_step=f), n_tokens, api=api,
                               window=window, sync=lambda: torch.cuda.synchronize(device))
-        if prof.n_events == 0:
-            raise RuntimeError(
-                "the profiler recorded no GPU kernels: CUPTI may be unavailable (another profiler "
-                "attached, or the driver withholds profiling from this user) or the generate did no GPU work")
+        _require_events(prof.n_events, "the generate")
         return prof
     return profile_kernels(lambda: backend.run(prepared, n_tokens), device)
