@@ -90,7 +90,9 @@ def test_unchanged_runs_print_no_warning(pytester, run_quantperf):
         # or within what unchanged runs move (separate processes on this 2-core runner moved 28%)
         for (src, metric), x in v.items():
             if src == "baseline" and x["status"] != "pass":
-                assert x["status"] in ("inconclusive", "not_gated"), (metric, x["message"])
+                assert x["status"] in ("inconclusive", "not_gated", "too_noisy"), (metric, x["message"])
+                # too noisy only because a neighbour shared the cores (the suite runs under xdist here)
+                assert x["status"] != "too_noisy" or "[host " in x["message"], (metric, x["message"])
                 assert x["status"] == "not_gated" or "host " in x["message"] \
                     or "within what unchanged runs move" in x["message"], (metric, x["message"])
         warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
