@@ -6,7 +6,14 @@ runs build the baseline and its run history; then, in fresh processes each:
 * ``aa``: an unchanged compare on the host as it is;
 * ``busy``: an unchanged compare beside one process spinning on a core (``python -c "while 1: pass"``);
 * ``slow``: a compare with a host-side slowdown, a ``time.sleep`` after every forward pass of
-  ``--slowdown`` (0.3 = 30%) of that pass's own time.
+  ``--slowdown`` (0.3 = 30%) of that pass's own time;
+* ``gpuslow`` (CUDA): a GPU-side slowdown, every forward pass followed by one reduction over a
+  buffer of ``--gpu-slowdown`` (0.05 = 5%) of the weights' bytes: decode at batch 1 reads every
+  weight once per pass, so the extra read adds about that share of kernel time (the trials print
+  the change kernel time measured).
+
+``--store DIR`` keeps the storage in DIR (``--history 0`` compares against what an earlier call
+saved there: the A/A across two GPU calls).
 
 A trial "fails" when pytest exits non-zero, i.e. a gating regression. The figures to read are the
 false failures of ``aa`` and ``busy`` and the caught ones of ``slow``; each trial's verdicts on the
@@ -35,17 +42,27 @@ import time
 import pytest
 
 SLOW = float(os.environ.get("QP_SLOW", "0"))
+GPU_SLOW = float(os.environ.get("QP_GPUSLOW", "0"))
 
 
 def _slowed(lm):
-    """A host-side slowdown: every forward pass sleeps SLOW times its own duration afterwards."""
-    if SLOW and not getattr(lm.model, "_qp_slowed", False):
+    """A host-side slowdown: every forward pass sleeps SLOW times its own duration afterwards;
+    a GPU-side one: it then reads GPU_SLOW of the weights' bytes once more."""
+    if (SLOW or GPU_SLOW) and not getattr(lm.model, "_qp_slowed", False):
         inner = lm.model.forward
+        extra = None
+        if GPU_SLOW:
+            import torch
+            n = int(sum(p.numel() * p.element_size() for p in lm.model.parameters()) * GPU_SLOW) // 2
+            extra = torch.ones(n, dtype=torch.float16, device=next(lm.model.parameters()).device)
 
         def forward(*a, **k):
             t = time.perf_counter()
             out = inner(*a, **k)
-            time.sleep((time.perf_counter() - t) * SLOW)
+            if extra is not None:
+                extra.sum()
+            if SLOW:
+                time.sleep((time.perf_counter() - t) * SLOW)
             return out
 
         lm.model.forward = forward
@@ -59,7 +76,7 @@ def test_generate(quant_model, quantperf):
     quantperf.generate(lm, "The capital of France is", max_new_tokens={new})
 '''
 
-WALL = ("latency_ms", "tpot_ms", "tokens_per_s", "ttft_ms")
+WALL = ("latency_ms", "tpot_ms", "tokens_per_s", "ttft_ms", "gpu_ms_per_token")
 
 
 def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) -> dict:
@@ -76,6 +93,8 @@ def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) 
         lat = t["metrics"].get("latency_ms") or {}
         res["host"] = ((lat.get("extra") or {}).get("host") or {}).get("summary")
         res["latency_ms"] = lat.get("value")
+        res["changes"] = {v["metric"]: v.get("change") for v in t.get("verdicts", [])
+                          if v.get("source") == "baseline" and v["metric"] in WALL}
     except Exception as e:  # noqa: BLE001 - a trial that wrote no report is reported as such
         res["error"] = f"{type(e).__name__}: {e}; {p.stdout[-400:]}"
     return res
@@ -91,6 +110,9 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=5, help="trials per kind")
     ap.add_argument("--kinds", default="aa,busy,slow")
     ap.add_argument("--slowdown", type=float, default=0.3)
+    ap.add_argument("--gpu-slowdown", type=float, default=0.05)
+    ap.add_argument("--store", default=None, help="storage folder (kept; default: a fresh temporary one)")
+    ap.add_argument("--max-time", type=float, default=None, help="--quantperf-max-time of every run")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
@@ -98,18 +120,21 @@ def main() -> int:
     suite = os.path.join(root, "test_aa.py")
     with open(suite, "w") as f:
         f.write(textwrap.dedent(SUITE.format(model=a.model, quant=a.quant, new=a.new_tokens)))
-    common = [f"--quantperf-device={a.device}", f"--quantperf-storage={os.path.join(root, 'store')}"]
-    env = dict(os.environ, QP_SLOW="0")
+    common = [f"--quantperf-device={a.device}", f"--quantperf-storage={a.store or os.path.join(root, 'store')}"]
+    if a.max_time:
+        common.append(f"--quantperf-max-time={a.max_time}")
+    env = dict(os.environ, QP_SLOW="0", QP_GPUSLOW="0")
     print(f"suite {suite}: {a.model} {a.quant} on {a.device}, {a.new_tokens} new tokens")
     for i in range(a.history):
         r = run_pytest(suite, common + ["--quantperf-save=main"], env, os.path.join(root, f"save{i}.json"))
-        print(f"save {i}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms; host: {r['host']}")
+        print(f"save {i}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms; host: {r['host']}", flush=True)
     table: dict[str, list[dict]] = collections.defaultdict(list)
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
     for trial in range(a.trials):
         for kind in kinds:  # interleaved, so slow drift of the host hits every kind alike
             spinner = None
-            e = dict(env, QP_SLOW=str(a.slowdown) if kind == "slow" else "0")
+            e = dict(env, QP_SLOW=str(a.slowdown) if kind == "slow" else "0",
+                     QP_GPUSLOW=str(a.gpu_slowdown) if kind == "gpuslow" else "0")
             if kind == "busy":
                 spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
@@ -120,13 +145,15 @@ def main() -> int:
                     spinner.kill()
                     spinner.wait()
             table[kind].append(r)
+            ch = " ".join(f"{m} {c * 100:+.2f}%" for m, c in (r.get("changes") or {}).items() if isinstance(c, float))
             print(f"{kind:5} {trial}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms "
-                  f"verdicts {r['verdicts']}; host: {r['host']}" + (f"; {r['error']}" if 'error' in r else ""))
+                  f"verdicts {r['verdicts']} ({ch}); host: {r['host']}" + (f"; {r['error']}" if 'error' in r else ""),
+                  flush=True)
     print("\n== separate pytest processes, baseline with", a.history, "saved runs ==")
     for kind in kinds:
         rows = table[kind]
         failed = sum(1 for r in rows if r["rc"] == 1)
-        what = "caught (failed)" if kind == "slow" else "false failures"
+        what = "caught (failed)" if kind in ("slow", "gpuslow") else "false failures"
         print(f"{kind:5}: {what} {failed} of {len(rows)}; other exit codes "
               f"{[r['rc'] for r in rows if r['rc'] not in (0, 1)]}")
     if a.json:

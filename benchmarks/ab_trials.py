@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--kinds", default="aa,slow")
     ap.add_argument("--slowdown", type=float, default=0.15)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-time", type=float, default=None, help="--quantperf-max-time of every run")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     root = tempfile.mkdtemp(prefix="qp-ab-")
@@ -65,7 +67,9 @@ def main(argv=None) -> int:
             cmd = [sys.executable, "-m", "pytest_quantperf.cli", "ab", "--base", "HEAD", "--json", out]
             if a.rounds:
                 cmd += ["--rounds", str(a.rounds)]
-            cmd += ["--", "test_ab_suite.py", "-q", "-p", "no:cacheprovider", "--quantperf-device=cpu"]
+            cmd += ["--", "test_ab_suite.py", "-q", "-p", "no:cacheprovider", f"--quantperf-device={a.device}"]
+            if a.max_time:
+                cmd.append(f"--quantperf-max-time={a.max_time}")
             spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if kind == "busy" else None
             t0 = time.time()
             try:

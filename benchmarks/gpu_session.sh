@@ -3,6 +3,8 @@
 # torch/transformers/accelerate preinstalled and bitsandbytes + gguf carried as wheels in .whl/.
 # Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1-3; 4: kernel-time cost + time to verdict; 5: the same from a checkpoint + GPU tests;
 #   6: time to verdict, synthetic and from a checkpoint, then the windowed kernel time's cost (ANCHOR_JSON=the anchor's ob_summary.json);
+#   7: issue 20's baseline-gate trials on the GPU (A/A and +5% GPU-side work, separate processes), storage kept in OUTDIR/store.tgz;
+#   8: the A/A across calls against part 7's storage (STORE_TGZ=its store.tgz), then quantperf ab A/A and +15% host-side;
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
@@ -10,7 +12,7 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
 else
-  export PYTHONPATH=$PWD/src
+  export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1 PYTEST_PLUGINS=pytest_quantperf.plugin QUANTPERF_CACHE=/tmp/qp-cache
 export TRANSFORMERS_VERBOSITY=error
@@ -31,6 +33,20 @@ if [ "$PART" = 6 ]; then
   run ttv 300 python3 benchmarks/time_to_verdict.py $ANCHOR --out "$OUT/ttv"
   run ttv_ckpt 300 python3 benchmarks/time_to_verdict.py --real-checkpoint $ANCHOR --out "$OUT/ttv_ckpt"
   run kernel_time_cost 90 python3 benchmarks/kernel_time_cost.py --configs fp16 --new-runs 1 --window-runs 3 --out "$OUT/kernel_time_cost.json"
+fi
+if [ "$PART" = 7 ]; then
+  # issue 20 on the GPU: separate pytest processes, 3 saving runs, then A/A and +5% GPU-side trials interleaved
+  run aa_gpu 520 python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --history 3 --trials 10 --kinds aa,gpuslow --store /tmp/qp-store --json "$OUT/aa_gpu.json"
+  tar czf "$OUT/store.tgz" -C /tmp/qp-store .
+fi
+if [ "$PART" = 8 ]; then
+  # the A/A across two calls (part 7 saved the baseline on another machine of this kind), then quantperf ab
+  mkdir -p /tmp/qp-store && tar xzf "$STORE_TGZ" -C /tmp/qp-store
+  run aa_calls 200 python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --history 0 --trials 10 --kinds aa --store /tmp/qp-store --json "$OUT/aa_calls.json"
+  run ab_gpu 370 python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --trials 1 --kinds slow,aa --json "$OUT/ab_gpu.json"
 fi
 if [ "$PART" = 5 ]; then
   ANCHOR=""; [ -f "$OUT/ob_summary.json" ] && ANCHOR="--anchor-json $OUT/ob_summary.json"
