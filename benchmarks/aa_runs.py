@@ -93,6 +93,7 @@ def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) 
         lat = t["metrics"].get("latency_ms") or {}
         res["host"] = ((lat.get("extra") or {}).get("host") or {}).get("summary")
         res["latency_ms"] = lat.get("value")
+        res["pooled"] = any("saved runs of the same code" in (v.get("message") or "") for v in t.get("verdicts", []))
         res["changes"] = {v["metric"]: v.get("change") for v in t.get("verdicts", [])
                           if v.get("source") == "baseline" and v["metric"] in WALL}
     except Exception as e:  # noqa: BLE001 - a trial that wrote no report is reported as such
@@ -120,6 +121,10 @@ def main() -> int:
     suite = os.path.join(root, "test_aa.py")
     with open(suite, "w") as f:
         f.write(textwrap.dedent(SUITE.format(model=a.model, quant=a.quant, new=a.new_tokens)))
+    # one commit, as CI saves main: the saving runs are then repeats of the baseline's own code
+    for cmd in (["init", "-q"], ["add", "test_aa.py"], ["commit", "-q", "-m", "suite"]):
+        subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", *cmd],
+                       cwd=root, check=True, capture_output=True)
     common = [f"--quantperf-device={a.device}", f"--quantperf-storage={a.store or os.path.join(root, 'store')}"]
     if a.max_time:
         common.append(f"--quantperf-max-time={a.max_time}")
@@ -147,7 +152,7 @@ def main() -> int:
             table[kind].append(r)
             ch = " ".join(f"{m} {c * 100:+.2f}%" for m, c in (r.get("changes") or {}).items() if isinstance(c, float))
             print(f"{kind:5} {trial}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms "
-                  f"verdicts {r['verdicts']} ({ch}); host: {r['host']}" + (f"; {r['error']}" if 'error' in r else ""),
+                  f"verdicts {r['verdicts']} ({ch}){' pooled' if r.get('pooled') else ''}; host: {r['host']}" + (f"; {r['error']}" if 'error' in r else ""),
                   flush=True)
     print("\n== separate pytest processes, baseline with", a.history, "saved runs ==")
     for kind in kinds:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings, strategies as hs
 
 from pytest_quantperf.compare import (
     DEFAULT_TOLERANCES, Tolerance, Verdict, compare_metric, compare_runs, parse_tolerance,
-    parse_tolerance_spec, tolerance_for,
+    parse_tolerance_spec, repeat_values, tolerance_for,
 )
 from pytest_quantperf.results import METRICS, SCHEMA, make_metric
 
@@ -175,6 +176,35 @@ def test_history_measures_the_run_spread_and_sharpens_the_verdict():
     # two saved runs are not enough to measure a spread: assumed, and said so
     v = _cmp("latency_ms", b, c, history=[100.0, 100.2])
     assert v.evidence == "assumed"
+
+
+def test_repeated_saves_of_the_baseline_narrow_what_it_tells_apart():
+    """Five saves of one commit: their mean is the baseline's level, known better than one run."""
+    saves = [800.0, 830.0, 770.0, 810.0, 790.0]
+    b = _timing("latency_ms", [800, 805, 795])
+    c = _timing("latency_ms", [1010, 1015, 1005])  # +26% from the saves' level
+    one = _cmp("latency_ms", b, c, history=saves)
+    pooled = _cmp("latency_ms", b, c, history=saves, repeats=saves)
+    assert one.status == "inconclusive" and pooled.status == "regression" and pooled.gating
+    assert pooled.detectable < one.detectable
+    assert "geometric mean of its 5 saved runs of the same code" in pooled.message
+    assert pooled.baseline == pytest.approx(statistics.geometric_mean(saves))
+    # without a measured spread the saves are not pooled
+    assert "geometric mean" not in _cmp("latency_ms", b, c, repeats=saves).message
+
+
+def _saved(commit, dirty, value, hw="cpu-x"):
+    return {"kind": "run", "env": {"hardware_id": hw}, "git": {"commit": commit, "dirty": dirty},
+            "tests": {"t.py::test_x": {"metrics": {"latency_ms": {"value": value}}}}}
+
+
+def test_only_clean_saves_of_the_baselines_own_commit_are_its_repeats():
+    hist = [_saved("a1", False, 100.0), _saved("b2", False, 200.0), _saved("a1", True, 300.0),
+            _saved("a1", False, 110.0, hw="cpu-y"), _saved("a1", False, 104.0)]
+    base = _saved("a1", False, 104.0)
+    assert repeat_values(hist, "t.py::test_x", base) == {"latency_ms": [100.0, 104.0]}
+    assert repeat_values(hist, "t.py::test_x", _saved("a1", True, 104.0)) == {}
+    assert repeat_values(hist, "t.py::test_x", {"kind": "run", "git": None}) == {}
 
 
 def test_shift_under_heavy_noise_is_never_pass():

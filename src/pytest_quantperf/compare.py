@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from typing import Sequence, Any, Mapping
 
 from . import stats
@@ -177,11 +177,14 @@ def _finish(nodeid: str, name: str, status: str, base: Metric, cur: Metric, tol:
 def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Tolerance, *,
                    same_hardware: bool, gate_cross_hardware: bool = False, alpha: float = 0.01,
                    accepted: Mapping[str, Any] | None = None, conf: float = 0.95,
-                   n_boot: int = 2000, seed: int = 0, history: Sequence[float] = ()) -> Verdict:
+                   n_boot: int = 2000, seed: int = 0, history: Sequence[float] = (),
+                   repeats: Sequence[float] = ()) -> Verdict:
     """Judge one metric of one test against its baseline by the rules of this module.
 
     ``history``: this metric's figure in earlier saved runs of the baseline (same name and
     hardware), from which the run-to-run spread of the statistical kinds is measured.
+    ``repeats``: its figure in the saved runs of the baseline's own code (:func:`repeat_values`);
+    with a measured spread, the change is taken from their geometric mean.
     """
     kind = cur.kind or base.kind
     better = cur.better
@@ -205,10 +208,15 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
         rel_tol = tol.value if tol.relative else (tol.value / abs(b) if b else math.inf)
         info = metric_info(name)
         rl = stats.run_level_change(b, c, rel_tol=rel_tol, history=history, prior_spread=info.run_spread,
-                                    base_samples=bs, cur_samples=cs, alpha=alpha)
+                                    base_samples=bs, cur_samples=cs, alpha=alpha, repeats=repeats)
         evidence = "history" if rl.source == "history" else "assumed"
         spread = (f"run-to-run spread ±{rl.spread * 100:.2g}% from {rl.n_runs} saved runs" if evidence == "history"
                   else f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: no run history yet")
+        if rl.n_reference > 1:  # the baseline's level from its repeated saves: judged and shown from it
+            b = rl.reference
+            base = replace(base, value=b)
+            beyond, worse = tol.exceeded(b, c), _is_worse(c - b, better)
+            spread += f"; baseline = geometric mean of its {rl.n_reference} saved runs of the same code"
         det = rl.detectable if math.isfinite(rl.detectable) else None
         ci = rl.ci if all(math.isfinite(x) for x in rl.ci) else None
         kw = dict(p_value=rl.p_value if math.isfinite(rl.p_value) else None, ci=ci, ci_of="change",
@@ -267,7 +275,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
                per_test: Mapping[str, Tolerance] | None = None,
                accepted: Mapping[str, Any] | None = None, same_hardware: bool,
                gate_cross_hardware: bool = False, history: Mapping[str, Sequence[float]] | None = None,
-               alpha: float = 0.01) -> list[Verdict]:
+               repeats: Mapping[str, Sequence[float]] | None = None, alpha: float = 0.01) -> list[Verdict]:
     """Every verdict of one test against its baseline: the one path the plugin, ``quantperf
     compare`` and the reports share.
 
@@ -278,6 +286,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
     per = {nodeid: dict(per_test or {})}
     accepted = accepted or {}
     history = history or {}
+    repeats = repeats or {}
     base_metrics = (base_test or {}).get("metrics") or {}
     verdicts: list[Verdict] = []
     host: dict[str, Mapping[str, Any]] = {}
@@ -295,7 +304,8 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
         _note_host(host, model_key(name), (base.extra or {}).get("host"), "the baseline's runs: ")
         verdicts.append(compare_metric(nodeid, name, base, cur, tol, same_hardware=same_hardware,
                                        gate_cross_hardware=gate_cross_hardware, alpha=alpha,
-                                       accepted=accepted.get(name), history=history.get(name, ())))
+                                       accepted=accepted.get(name), history=history.get(name, ()),
+                                       repeats=repeats.get(name, ())))
     if base_test is not None:
         for name in sorted(set(base_metrics) - set(metrics)):
             base = _metric(name, base_metrics[name])
@@ -312,9 +322,32 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
 def history_values(history: Sequence[Mapping[str, Any]], nodeid: str, hardware_id: str | None,
                    limit: int = 10) -> dict[str, list[float]]:
     """Per metric of one test, its figure in the latest ``limit`` saved runs on this hardware."""
-    out: dict[str, list[float]] = {}
     runs = [h for h in history if h.get("kind", "run") == "run" and _hardware_id(h) == hardware_id]
-    for doc in runs[-limit:]:
+    return _figures(runs[-limit:], nodeid)
+
+
+def repeat_values(history: Sequence[Mapping[str, Any]], nodeid: str, base_doc: Mapping[str, Any] | None,
+                  limit: int = 10) -> dict[str, list[float]]:
+    """Per metric of one test, its figure in the saved runs of the baseline's own code.
+
+    Those are the runs on the baseline's hardware whose git commit is the baseline's, both trees
+    clean: the same code measured again, so their spread is only the host's and their mean is a
+    better level than one run. Without git (or with a dirty tree) nothing is known to be the same
+    code, and the baseline's own figure stands alone.
+    """
+    git = (base_doc or {}).get("git") or {}
+    commit = git.get("commit")
+    if not commit or git.get("dirty") is not False:
+        return {}
+    hw = _hardware_id(base_doc or {})
+    runs = [h for h in history if h.get("kind", "run") == "run" and _hardware_id(h) == hw
+            and (h.get("git") or {}).get("commit") == commit and (h.get("git") or {}).get("dirty") is False]
+    return _figures(runs[-limit:], nodeid)
+
+
+def _figures(runs: Sequence[Mapping[str, Any]], nodeid: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for doc in runs:
         for name, m in (((doc.get("tests") or {}).get(nodeid) or {}).get("metrics") or {}).items():
             v = m.get("value") if isinstance(m, Mapping) else None
             if isinstance(v, (int, float)) and math.isfinite(v):
@@ -396,7 +429,8 @@ def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
         verdicts += judge_test(nodeid, cur_metrics, base_tests.get(nodeid) if nodeid in base_tests else None,
                                tolerances=tolerances, per_test=own, accepted=accepted_all.get(nodeid) or {},
                                same_hardware=same, gate_cross_hardware=gate_cross_hardware,
-                               history=history_values(history or (), nodeid, bh), alpha=alpha)
+                               history=history_values(history or (), nodeid, bh),
+                               repeats=repeat_values(history or (), nodeid, base_doc), alpha=alpha)
     gone_tests = sorted(set(base_tests) - set(cur_tests))
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:

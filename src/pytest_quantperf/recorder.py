@@ -247,7 +247,7 @@ def promote_reference_only(result: TestResult) -> None:
 
 def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
     """Budgets first, then the baseline: one line per breach or regression."""
-    from .compare import history_values, judge_test, parse_tolerance
+    from .compare import history_values, judge_test, parse_tolerance, repeat_values
 
     promote_reference_only(result)
     j = Judgement()
@@ -270,7 +270,8 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         accepted=((doc.get("accepted") or {}).get(result.nodeid) or {}),
         same_hardware=bool(session.baseline_matched_hw),
         gate_cross_hardware=session.settings.gate_cross_hardware,
-        history=history_values(getattr(session, "baseline_history", None) or (), result.nodeid, hw))
+        history=history_values(getattr(session, "baseline_history", None) or (), result.nodeid, hw),
+        repeats=repeat_values(getattr(session, "baseline_history", None) or (), result.nodeid, doc))
     for v in found:
         j.verdicts.append(v.to_dict())
         if v.status == "regression" and v.gating:

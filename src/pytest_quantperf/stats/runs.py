@@ -23,6 +23,8 @@ class RunLevelTest:
     the same baseline name and hardware) or ``assumed`` (no history yet: a stated prior).
     ``p_value`` is the one-sided probability of a change at least this far beyond the tolerance
     if the true change were exactly at the tolerance; ``ci`` the interval of the relative change.
+    ``reference`` is what the change is taken from: the baseline's figure, or, when the baseline
+    was saved ``n_reference`` >= 2 times from the same code, the geometric mean of those saves.
     """
 
     p_value: float
@@ -31,6 +33,8 @@ class RunLevelTest:
     spread: float
     source: str
     n_runs: int
+    reference: float = math.nan
+    n_reference: int = 1
 
 
 def run_spread(run_values: Sequence[float]) -> float:
@@ -41,7 +45,8 @@ def run_spread(run_values: Sequence[float]) -> float:
 
 def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequence[float] = (),
                      prior_spread: float, base_samples: Sequence[float] = (),
-                     cur_samples: Sequence[float] = (), alpha: float = 0.01) -> RunLevelTest:
+                     cur_samples: Sequence[float] = (), alpha: float = 0.01,
+                     repeats: Sequence[float] = ()) -> RunLevelTest:
     """Is ``cur`` beyond ``rel_tol`` of ``base`` by more than run-to-run noise explains?
 
     Repeats inside one run share the run's host load, clocks and memory placement, so they
@@ -50,13 +55,22 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     without, ``prior_spread`` stands in and the verdict says so. The standard error of the
     difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
     within-run samples alone imply.
+
+    ``repeats``: the figure in every saved run of the baseline's own code (same commit, clean
+    tree, same hardware; the baseline's run among them). With two or more and a measured spread,
+    the baseline's level is their geometric mean, known to ``spread / sqrt(k)`` instead of
+    ``spread``: saving a baseline several times narrows the changes it can tell apart.
     """
     hist = [x for x in _clean(history) if x > 0]
     if len(hist) >= 3:
         spread, source, df = run_spread(hist), "history", len(hist) - 1
     else:
         spread, source, df = prior_spread, "assumed", None
-    se = spread * math.sqrt(2)
+    reps = [x for x in _clean(repeats) if x > 0] if source == "history" else []
+    k = len(reps) if len(reps) >= 2 else 1
+    if k > 1:
+        base = math.exp(statistics.fmean(math.log(x) for x in reps))
+    se = spread * math.sqrt(1 + 1 / k)
     se_within = math.hypot(*(s if math.isfinite(s) else 0.0
                              for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
                                        _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
@@ -71,11 +85,11 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
         ppf, sf = nd.inv_cdf, (lambda x: 1.0 - nd.cdf(x))
     crit = float(ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
     if not (base > 0 and cur > 0):
-        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist))
+        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist), base, k)
     d = math.log(cur / base)
     edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
     excess = abs(d) - edge
     p = float(sf(excess / se)) if math.isfinite(excess) else 1.0
     ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
     detectable = math.expm1(math.log1p(rel_tol) + crit * se)
-    return RunLevelTest(p, ci, detectable, spread, source, len(hist))
+    return RunLevelTest(p, ci, detectable, spread, source, len(hist), base, k)
