@@ -140,3 +140,24 @@ def test_an_unchanged_run_beside_a_busy_process_does_not_fail(pytester, run_quan
     if len(os.sched_getaffinity(0)) <= 2:  # one spinner holds half of a 2-core machine
         assert host["state"] in ("contended", "too_busy"), host
     assert not any(v["status"] == "regression" for v in t["verdicts"] if v.get("source") == "baseline")
+
+
+def test_figures_that_moved_within_the_noise_make_one_warning_per_test(pytester, run_quantperf):
+    """Latency, per-token time and tokens/s are one measurement: one line says they moved, and how to settle it."""
+    body = """
+        def test_t(quantperf):
+            quantperf.record("latency_ms", [{a}, {a}], unit="ms")
+            quantperf.record("tpot_ms", [{b}, {b}], unit="ms")
+            quantperf.record("footprint_mb", [100.0], unit="MiB")
+    """
+    pytester.makepyfile(test_n=body.format(a=100.0, b=10.0))
+    run_quantperf("--quantperf-save=main").assert_outcomes(passed=1)
+    pytester.makepyfile(test_n=body.format(a=116.0, b=11.5))
+    r = run_quantperf("--quantperf-baseline=main", "--quantperf-json=n.json")
+    r.assert_outcomes(passed=1)
+    warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
+    assert len(warned) == 1, warned
+    assert "latency_ms +16.0%, tpot_ms +15.0%" in warned[0] and "quantperf ab" in warned[0]
+    assert "spread is assumed" in warned[0] and "footprint_mb" not in warned[0]
+    v = _verdicts(json.loads((pytester.path / "n.json").read_text()), "test_n.py::test_t")
+    assert v[("baseline", "latency_ms")]["status"] == v[("baseline", "tpot_ms")]["status"] == "inconclusive"

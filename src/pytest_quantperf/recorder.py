@@ -272,10 +272,37 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         gate_cross_hardware=session.settings.gate_cross_hardware,
         history=history_values(getattr(session, "baseline_history", None) or (), result.nodeid, hw),
         repeats=repeat_values(getattr(session, "baseline_history", None) or (), result.nodeid, doc))
+    noise = []
     for v in found:
         j.verdicts.append(v.to_dict())
         if v.status == "regression" and v.gating:
             j.failures.append("regression " + v.message)
+        elif v.status == "inconclusive" and _within_run_noise(v):
+            noise.append(v)
         elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
             j.warnings.append(f"{v.status} " + v.message)
+    if noise:
+        j.warnings.append(_noise_warning(noise))
     return j
+
+
+def _within_run_noise(v: Any) -> bool:
+    """An inconclusive timing change that only run-to-run noise keeps from a verdict (no guard)."""
+    return "within what unchanged runs move" in v.message and "[" not in v.message.rsplit("): ", 1)[-1]
+
+
+def _noise_warning(vs: Sequence[Any]) -> str:
+    """One warning per test for every figure that moved beyond tolerance within the noise.
+
+    They move together (latency, per-token time and tokens/s are one measurement), so one line
+    says it, with what would settle it, instead of one line per figure.
+    """
+    moved = ", ".join(f"{v.metric} {v.change * 100:+.1f}%" if v.change is not None else v.metric for v in vs)
+    det = [v.detectable for v in vs if v.detectable is not None]
+    assumed = any(v.evidence == "assumed" for v in vs)
+    spread = ("the run-to-run spread is assumed (no run history yet)" if assumed
+              else "the run-to-run spread is measured on the baseline's saved runs")
+    told = f"; changes beyond {max(det) * 100:+.0f}% are told apart" if det else ""
+    return (f"inconclusive {moved}: beyond tolerance, within what unchanged runs move ({spread}{told}). "
+            "Save the baseline 3 or more times from one clean commit to measure this host's spread, "
+            "or gate wall clock with `quantperf ab`.")
