@@ -5,7 +5,7 @@ A throwaway git repository holds one small suite on the default model (CPU) and 
 (a host-side slowdown, the kind kernel time cannot see). The base commit has ``0``; for each trial
 the working tree gets ``0`` (``aa``) or ``--slowdown`` (``slow``, 0.15 = 15%, 1.5x the default
 wall-clock tolerance) and ``quantperf ab --base HEAD --rounds N`` judges it. ``busy`` is an A/A
-trial beside one spinning process. A trial fails when ``quantperf ab`` exits 1 (a regression).
+trial beside one spinning process, ``busyslow`` the slowdown beside one. A trial fails when ``quantperf ab`` exits 1 (a regression).
 Thresholds are the plugin's defaults: this script reports their rates, it never tunes them. ::
 
     python benchmarks/ab_trials.py --trials 2 --kinds aa,slow      # about 6 min a trial on 2 cores
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     for trial in range(a.trials):
         for kind in [k.strip() for k in a.kinds.split(",") if k.strip()]:
             with open(os.path.join(root, "slow.txt"), "w") as f:
-                f.write(f"{a.slowdown if kind == 'slow' else 0}\n")
+                f.write(f"{a.slowdown if kind in ('slow', 'busyslow') else 0}\n")
             out = os.path.join(root, f"{kind}{trial}.json")
             cmd = [sys.executable, "-m", "pytest_quantperf.cli", "ab", "--base", "HEAD", "--json", out]
             if a.rounds:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             cmd += ["--", "test_ab_suite.py", "-q", "-p", "no:cacheprovider", f"--quantperf-device={a.device}"]
             if a.max_time:
                 cmd.append(f"--quantperf-max-time={a.max_time}")
-            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if kind == "busy" else None
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if kind in ("busy", "busyslow") else None
             t0 = time.time()
             try:
                 p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     print("\n== quantperf ab, base HEAD against the working tree ==")
     for kind in sorted({r["kind"] for r in rows}):
         rs = [r for r in rows if r["kind"] == kind]
-        what = "caught (exit 1)" if kind == "slow" else "false failures (exit 1)"
+        what = "caught (exit 1)" if kind in ("slow", "busyslow") else "false failures (exit 1)"
         print(f"{kind:5}: {what} {sum(r['rc'] == 1 for r in rs)} of {len(rs)}; "
               f"other exit codes {[r['rc'] for r in rs if r['rc'] not in (0, 1)]}")
     if a.json:

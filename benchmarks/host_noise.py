@@ -8,7 +8,9 @@ between conditions:
 * ``quiet``: nothing started by this script (other users of the machine may still be there: the
   contention column says how much they took);
 * ``busy``: one other process spinning (``python -c "while True: pass"``) beside the run;
-* ``busyN`` (e.g. ``busy2``): N such processes.
+* ``busyN`` (e.g. ``busy2``): N such processes;
+* ``dutyP`` (e.g. ``duty10``): one neighbour spinning P% of every 10 ms: how far a light
+  neighbour moves the run, and what contention it reads.
 
 Prints, per condition: runs, median and CV of wall ms/token and of CPU ms/token, the median
 contention and own CPU share, the states seen, and the load average; then the ratio of each
@@ -38,10 +40,26 @@ def cv(xs: list[float]) -> float:
     return statistics.stdev(xs) / statistics.fmean(xs) if len(xs) > 1 and statistics.fmean(xs) else float("nan")
 
 
-def start_spinners(n: int) -> list[subprocess.Popen]:
+DUTY = """
+import time
+on = {duty} / 100 * 0.01
+while True:
+    t = time.perf_counter()
+    while time.perf_counter() - t < on:
+        pass
+    time.sleep(0.01 - on)
+"""
+
+
+def start_spinners(n: int, duty: int = 100) -> list[subprocess.Popen]:
+    """``n`` neighbours, each spinning ``duty`` percent of every 10 ms (100: all the time)."""
     import psutil
 
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    code = "while True: pass" if duty >= 100 else DUTY.format(duty=duty)
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    if duty < 100:
+        time.sleep(0.5)
+        return procs
     deadline = time.monotonic() + 20
     for p in procs:
         while psutil.Process(p.pid).cpu_times().user < 0.3 and time.monotonic() < deadline:
@@ -64,7 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=12, help="measured runs per condition")
     ap.add_argument("--block", type=int, default=4, help="runs per block; conditions alternate block by block")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs at the start of every block")
-    ap.add_argument("--conditions", default="quiet,busy", help="comma list of quiet, busy, busyN")
+    ap.add_argument("--conditions", default="quiet,busy", help="comma list of quiet, busy, busyN, dutyP")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) before measuring")
     ap.add_argument("--json", metavar="OUT", help="write every run's host figures here")
     args = ap.parse_args(argv)
@@ -85,8 +103,9 @@ def main(argv=None) -> int:
 
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     for c in conditions:
-        if c != "quiet" and not (c.startswith("busy") and (c == "busy" or c[4:].isdigit())):
-            ap.error(f"unknown condition {c!r}: quiet, busy or busyN")
+        if c != "quiet" and not (c.startswith("busy") and (c == "busy" or c[4:].isdigit())) \
+                and not (c.startswith("duty") and c[4:].isdigit() and 0 < int(c[4:]) < 100):
+            ap.error(f"unknown condition {c!r}: quiet, busy, busyN or dutyP (one neighbour busy P% of the time)")
     runs: dict[str, list[host.HostSample]] = {c: [] for c in conditions}
     loads: dict[str, list[float]] = {c: [] for c in conditions}
     while any(len(runs[c]) < args.runs for c in conditions):
@@ -94,8 +113,9 @@ def main(argv=None) -> int:
             todo = min(args.block, args.runs - len(runs[c]))
             if todo <= 0:
                 continue
-            n_spin = 0 if c == "quiet" else int(c[4:] or 1)
-            procs = start_spinners(n_spin)
+            duty = int(c[4:]) if c.startswith("duty") else 100
+            n_spin = 0 if c == "quiet" else (1 if c.startswith("duty") else int(c[4:] or 1))
+            procs = start_spinners(n_spin, duty)
             try:
                 for _ in range(args.warmup):
                     backend.run(prepared, args.tokens)

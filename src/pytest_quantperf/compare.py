@@ -210,8 +210,13 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
         rl = stats.run_level_change(b, c, rel_tol=rel_tol, history=history, prior_spread=info.run_spread,
                                     base_samples=bs, cur_samples=cs, alpha=alpha, repeats=repeats)
         evidence = "history" if rl.source == "history" else "assumed"
-        spread = (f"run-to-run spread ±{rl.spread * 100:.2g}% from {rl.n_runs} saved runs" if evidence == "history"
-                  else f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: no run history yet")
+        if rl.floored:
+            spread = (f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: {rl.n_runs} saved runs moved only "
+                      f"±{rl.measured * 100:.2g}%, and runs saved in a row miss how far the host drifts")
+        elif evidence == "history":
+            spread = f"run-to-run spread ±{rl.spread * 100:.2g}% from {rl.n_runs} saved runs"
+        else:
+            spread = f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: no run history yet"
         if rl.n_reference > 1:  # the baseline's level from its repeated saves: judged and shown from it
             b = rl.reference
             base = replace(base, value=b)

@@ -35,6 +35,9 @@ class RunLevelTest:
     n_runs: int
     reference: float = math.nan
     n_reference: int = 1
+    #: the saved runs moved less than the prior: the prior stands (``measured`` is what they moved)
+    floored: bool = False
+    measured: float = math.nan
 
 
 def run_spread(run_values: Sequence[float]) -> float:
@@ -60,10 +63,19 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     tree, same hardware; the baseline's run among them). With two or more and a measured spread,
     the baseline's level is their geometric mean, known to ``spread / sqrt(k)`` instead of
     ``spread``: saving a baseline several times narrows the changes it can tell apart.
+
+    The measured spread can widen the prior, never narrow it: saves taken one after another share
+    the host's state of those minutes, so they miss how far it drifts before the next compare
+    (five saves in a row moved ±3% on the 2-core CPU runner; unchanged runs ten minutes later
+    moved up to +38%).
     """
     hist = [x for x in _clean(history) if x > 0]
+    measured, floored = math.nan, False
     if len(hist) >= 3:
-        spread, source, df = run_spread(hist), "history", len(hist) - 1
+        measured = run_spread(hist)
+        spread, source, df = measured, "history", len(hist) - 1
+        if measured < prior_spread:  # the prior, with its normal quantile: the runs did not measure it
+            spread, df, floored = prior_spread, None, True
     else:
         spread, source, df = prior_spread, "assumed", None
     reps = [x for x in _clean(repeats) if x > 0] if source == "history" else []
@@ -85,11 +97,12 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
         ppf, sf = nd.inv_cdf, (lambda x: 1.0 - nd.cdf(x))
     crit = float(ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
     if not (base > 0 and cur > 0):
-        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist), base, k)
+        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist), base, k,
+                            floored, measured)
     d = math.log(cur / base)
     edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
     excess = abs(d) - edge
     p = float(sf(excess / se)) if math.isfinite(excess) else 1.0
     ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
     detectable = math.expm1(math.log1p(rel_tol) + crit * se)
-    return RunLevelTest(p, ci, detectable, spread, source, len(hist), base, k)
+    return RunLevelTest(p, ci, detectable, spread, source, len(hist), base, k, floored, measured)
