@@ -118,18 +118,6 @@ def test_summary_takes_the_worst_run_and_keeps_every_figure():
     assert d["state"] == CONTENDED and d["contention"] == 0.5 and d["cpu_share"] == 1.0
 
 
-def test_a_light_neighbour_through_every_run_is_contention():
-    """No run reads 0.15, but a neighbour busy 5% of the time slowed wall time 1.18x: the median says so."""
-    def runs(others):
-        return [HostSample(wall_s=1.0, cpu_s=2.0, threads=2, cores=2, others_cpu_s=o, tokens=16) for o in others]
-
-    light = summarize(runs([0.05, 0.06, 0.07]))  # contention 0.025-0.035 in every run
-    assert light["counts"][CONTENDED] == 0 and light["state"] == CONTENDED
-    assert describe(light).endswith("a light neighbour through all 3 runs)")
-    quiet = summarize(runs([0.0, 0.02, 0.04]))  # median 0.01: one busier run alone is no neighbour
-    assert quiet["state"] == QUIET and describe(quiet).startswith("quiet (median 0.01")
-
-
 def test_result_before_the_block_ends_is_an_error():
     hm = HostMeter(threads=1)
     with pytest.raises(RuntimeError, match="once the with-block has ended"):
