@@ -300,8 +300,8 @@ def _noise_warning(vs: Sequence[Any]) -> str:
     moved = ", ".join(f"{v.metric} {v.change * 100:+.1f}%" if v.change is not None else v.metric for v in vs)
     det = [v.detectable for v in vs if v.detectable is not None]
     assumed = any(v.evidence == "assumed" for v in vs)
-    spread = ("the run-to-run spread is assumed (no run history yet)" if assumed
-              else "the run-to-run spread is measured on the baseline's saved runs")
+    spread = ("run-to-run spread assumed: no run history yet" if assumed
+              else "run-to-run spread from the baseline's saved runs")
     told = f"; changes beyond {max(det) * 100:+.0f}% are told apart" if det else ""
     return (f"inconclusive {moved}: beyond tolerance, within what unchanged runs move ({spread}{told}). "
             "Save the baseline 3 or more times from one clean commit to measure this host's spread, "
