@@ -327,8 +327,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
 def history_values(history: Sequence[Mapping[str, Any]], nodeid: str, hardware_id: str | None,
                    limit: int = 10) -> dict[str, list[float]]:
     """Per metric of one test, its figure in the latest ``limit`` saved runs on this hardware."""
-    runs = [h for h in history if h.get("kind", "run") == "run" and _hardware_id(h) == hardware_id]
-    return _figures(runs[-limit:], nodeid)
+    return _figures(_runs_on(history, hardware_id)[-limit:], nodeid)
 
 
 def repeat_values(history: Sequence[Mapping[str, Any]], nodeid: str, base_doc: Mapping[str, Any] | None,
@@ -344,10 +343,13 @@ def repeat_values(history: Sequence[Mapping[str, Any]], nodeid: str, base_doc: M
     commit = git.get("commit")
     if not commit or git.get("dirty") is not False:
         return {}
-    hw = _hardware_id(base_doc or {})
-    runs = [h for h in history if h.get("kind", "run") == "run" and _hardware_id(h) == hw
-            and (h.get("git") or {}).get("commit") == commit and (h.get("git") or {}).get("dirty") is False]
+    runs = [h for h in _runs_on(history, _hardware_id(base_doc or {}))
+            if (h.get("git") or {}).get("commit") == commit and (h.get("git") or {}).get("dirty") is False]
     return _figures(runs[-limit:], nodeid)
+
+
+def _runs_on(history: Sequence[Mapping[str, Any]], hardware_id: str | None) -> list[Mapping[str, Any]]:
+    return [h for h in history if h.get("kind", "run") == "run" and _hardware_id(h) == hardware_id]
 
 
 def _figures(runs: Sequence[Mapping[str, Any]], nodeid: str) -> dict[str, list[float]]:

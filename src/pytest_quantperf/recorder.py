@@ -263,6 +263,7 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
     if doc is None:
         return j
     hw = ((doc.get("env") or {}).get("hardware_id"))
+    saved = getattr(session, "baseline_history", None) or ()
     found = judge_test(
         result.nodeid, result.metrics, session.baseline_test(result.nodeid),
         tolerances=session.settings.tolerance,
@@ -270,8 +271,7 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         accepted=((doc.get("accepted") or {}).get(result.nodeid) or {}),
         same_hardware=bool(session.baseline_matched_hw),
         gate_cross_hardware=session.settings.gate_cross_hardware,
-        history=history_values(getattr(session, "baseline_history", None) or (), result.nodeid, hw),
-        repeats=repeat_values(getattr(session, "baseline_history", None) or (), result.nodeid, doc))
+        history=history_values(saved, result.nodeid, hw), repeats=repeat_values(saved, result.nodeid, doc))
     noise = []
     for v in found:
         j.verdicts.append(v.to_dict())
@@ -287,8 +287,9 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
 
 
 def _within_run_noise(v: Any) -> bool:
-    """An inconclusive timing change that only run-to-run noise keeps from a verdict (no guard)."""
-    return "within what unchanged runs move" in v.message and "[" not in v.message.rsplit("): ", 1)[-1]
+    """An inconclusive timing change that only run-to-run noise keeps from a verdict: its message ends
+    with compare's noise detail; a guard (host, kernel time, clocks, other hardware) appends ``[...]``."""
+    return v.message.endswith("are told apart): inconclusive")
 
 
 def _noise_warning(vs: Sequence[Any]) -> str:
