@@ -114,8 +114,11 @@ def main() -> int:
     ap.add_argument("--gpu-slowdown", type=float, default=0.05)
     ap.add_argument("--store", default=None, help="storage folder (kept; default: a fresh temporary one)")
     ap.add_argument("--max-time", type=float, default=None, help="--quantperf-max-time of every run")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="start no trial after this many seconds (a device call's limit); the JSON is rewritten after every trial")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    t_start = time.time()
 
     root = tempfile.mkdtemp(prefix="qp-aa-")
     suite = os.path.join(root, "test_aa.py")
@@ -135,7 +138,15 @@ def main() -> int:
         print(f"save {i}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms; host: {r['host']}", flush=True)
     table: dict[str, list[dict]] = collections.defaultdict(list)
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    def dump() -> None:
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"args": vars(a), "trials": table}, f, indent=1)
+
     for trial in range(a.trials):
+        if a.budget_s and time.time() - t_start > a.budget_s:
+            print(f"budget of {a.budget_s:.0f} s spent: {trial} trials per kind run", flush=True)
+            break
         for kind in kinds:  # interleaved, so slow drift of the host hits every kind alike
             spinner = None
             e = dict(env, QP_SLOW=str(a.slowdown) if kind == "slow" else "0",
@@ -154,6 +165,7 @@ def main() -> int:
             print(f"{kind:5} {trial}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms "
                   f"verdicts {r['verdicts']} ({ch}){' pooled' if r.get('pooled') else ''}; host: {r['host']}" + (f"; {r['error']}" if 'error' in r else ""),
                   flush=True)
+            dump()
     print("\n== separate pytest processes, baseline with", a.history, "saved runs ==")
     for kind in kinds:
         rows = table[kind]
@@ -161,9 +173,7 @@ def main() -> int:
         what = "caught (failed)" if kind in ("slow", "gpuslow") else "false failures"
         print(f"{kind:5}: {what} {failed} of {len(rows)}; other exit codes "
               f"{[r['rc'] for r in rows if r['rc'] not in (0, 1)]}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "trials": table}, f, indent=1)
+    dump()
     return 0
 
 

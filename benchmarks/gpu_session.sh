@@ -4,12 +4,16 @@
 # Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1-3; 4: kernel-time cost + time to verdict; 5: the same from a checkpoint + GPU tests;
 #   6: time to verdict, synthetic and from a checkpoint, then the windowed kernel time's cost (ANCHOR_JSON=the anchor's ob_summary.json);
 #   7: issue 20's baseline-gate trials on the GPU (A/A and +5% GPU-side work, separate processes), storage kept in OUTDIR/store.tgz;
-#   8: the A/A across calls against part 7's storage (STORE_TGZ=its store.tgz), then quantperf ab A/A and +15% host-side;
+#   8: the A/A across calls against part 7's storage (STORE_TGZ=its store.tgz), then quantperf ab with +15% host-side;
+#   9: the anchor, then the plugin's verdict from a real checkpoint and from synthetic weights, same lease
+#      (QP_WHEELS=".obwhl/bitsandbytes-*.whl .obwhl/gguf-*.whl", .obwhl and .anchors carried);
+#   10: what CUPTI left attached costs (TEARDOWN_CUPTI=0 against the plugin's default), then part 7;
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+WHEELS=${QP_WHEELS:-.whl/*.whl}  # part 9 carries .obwhl (the anchor's wheels, bitsandbytes and gguf among them) instead
+if ls $WHEELS >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $WHEELS || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
 else
   export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
@@ -34,19 +38,34 @@ if [ "$PART" = 6 ]; then
   run ttv_ckpt 300 python3 benchmarks/time_to_verdict.py --real-checkpoint $ANCHOR --out "$OUT/ttv_ckpt"
   run kernel_time_cost 90 python3 benchmarks/kernel_time_cost.py --configs fp16 --new-runs 1 --window-runs 3 --out "$OUT/kernel_time_cost.json"
 fi
-if [ "$PART" = 7 ]; then
+if [ "$PART" = 9 ]; then
+  # issue 19: the anchor, then the same work through the plugin while the machine is the same one
+  run anchor 345 env OUT="$OUT/ob" OB_BUDGET_S=335 bash .anchors/optimum-benchmark/run_gpu.sh
+  rm -rf /tmp/site && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $WHEELS
+  run ttv_ckpt 150 python3 benchmarks/time_to_verdict.py --real-checkpoint --runs save --anchor-json "$OUT/ob/ob_summary.json" --out "$OUT/ttv_ckpt"
+  run ttv 90 python3 benchmarks/time_to_verdict.py --runs save --anchor-json "$OUT/ob/ob_summary.json" --out "$OUT/ttv"
+fi
+if [ "$PART" = 10 ]; then
+  # issue 19: does the process run slower once CUPTI was attached, kept (TEARDOWN_CUPTI=0) or detached (the plugin's default)?
+  run kct_keep 80 env TEARDOWN_CUPTI=0 python3 benchmarks/kernel_time_cost.py --configs fp16 --plain-runs 2 --window-runs 2 \
+      --plain-after 2 --new-runs 0 --out "$OUT/kct_keep.json"
+  run kct_detach 80 python3 benchmarks/kernel_time_cost.py --configs fp16 --plain-runs 2 --window-runs 2 \
+      --plain-after 2 --new-runs 0 --out "$OUT/kct_detach.json"
+fi
+if [ "$PART" = 7 ] || [ "$PART" = 10 ]; then
   # issue 20 on the GPU: separate pytest processes, 3 saving runs, then A/A and +5% GPU-side trials interleaved
-  run aa_gpu 520 python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
-      --new-tokens 16 --max-time 2 --history 3 --trials 10 --kinds aa,gpuslow --store /tmp/qp-store --json "$OUT/aa_gpu.json"
+  B=${AA_BUDGET_S:-470}; [ "$PART" = 10 ] && B=${AA_BUDGET_S:-330}
+  run aa_gpu $((B + 50)) python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --history 3 --trials 10 --kinds gpuslow,aa --budget-s "$B" --store /tmp/qp-store --json "$OUT/aa_gpu.json"
   tar czf "$OUT/store.tgz" -C /tmp/qp-store .
 fi
 if [ "$PART" = 8 ]; then
   # the A/A across two calls (part 7 saved the baseline on another machine of this kind), then quantperf ab
   mkdir -p /tmp/qp-store && tar xzf "$STORE_TGZ" -C /tmp/qp-store
-  run aa_calls 200 python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
-      --new-tokens 16 --max-time 2 --history 0 --trials 10 --kinds aa --store /tmp/qp-store --json "$OUT/aa_calls.json"
-  run ab_gpu 370 python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
-      --new-tokens 16 --max-time 2 --trials 1 --kinds slow,aa --json "$OUT/ab_gpu.json"
+  run aa_calls 240 python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --history 0 --trials 10 --kinds aa --budget-s 200 --store /tmp/qp-store --json "$OUT/aa_calls.json"
+  run ab_gpu 300 python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --json "$OUT/ab_gpu.json"
 fi
 if [ "$PART" = 5 ]; then
   ANCHOR=""; [ -f "$OUT/ob_summary.json" ] && ANCHOR="--anchor-json $OUT/ob_summary.json"

@@ -12,6 +12,8 @@ import pytest
 from pytest_quantperf import gpu
 from pytest_quantperf.gpu import GpuState
 
+_USER_TEARDOWN_CUPTI = os.environ.get("TEARDOWN_CUPTI")  # as the user set it, before any profile
+
 torch = pytest.importorskip("torch")
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -320,6 +322,8 @@ def test_kernel_time_is_steady_and_below_wall():
     torch.cuda.synchronize()
     prof = gpu.profile_kernels(work)
     assert prof.result == "done" and prof.n_events >= 10
+    # kineto detaches CUPTI after each profile unless the user said otherwise (see _require_cuda)
+    assert os.environ.get("TEARDOWN_CUPTI") == (_USER_TEARDOWN_CUPTI or "1")
     assert 0 < prof.gpu_ms <= prof.wall_ms * 1.05
     assert prof.path == gpu.PATH_RAW
     times = [gpu.gpu_kernel_time_ms(work) for _ in range(3)]
