@@ -454,6 +454,33 @@ def test_contended_host_makes_a_timing_change_inconclusive():
     assert v.status == "regression"
 
 
+def test_figures_withdrawn_for_one_cause_warn_once():
+    """Beside a busy process all four wall-clock figures move: one warning line names them all."""
+    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.recorder import warning_lines
+    from pytest_quantperf.results import Metric
+
+    host = {"host": {"state": "contended", "summary": "median 0.38 of the asked cores held"}}
+    names = ("latency_ms", "tpot_ms", "ttft_ms")
+    base = {"metrics": {n: make_metric(n, [100.0, 101, 99]).to_dict() for n in names}}
+    cur = {n: Metric(**{**make_metric(n, [390.0, 400, 410]).__dict__, "extra": host}) for n in names}
+    vs = judge_test("t::x", cur, base, same_hardware=True)
+    assert {v.status for v in vs} == {"inconclusive"}
+    line, = warning_lines(vs)
+    assert line.startswith("inconclusive latency_ms +300.0%, tpot_ms +300.0%, ttft_ms +300.0% [host contended: ")
+    # a figure alone under its cause keeps its whole message
+    alone, = warning_lines(judge_test("t::x", {"tpot_ms": cur["tpot_ms"]}, base, same_hardware=True))
+    assert alone.startswith("inconclusive tpot_ms: baseline") and alone.endswith("not gated]")
+    # another model of the test measured on a quiet host: its regression fails the test, never a warning
+    base["metrics"]["ref.tpot_ms"] = make_metric("ref.tpot_ms", [100.0, 101, 99]).to_dict()
+    quiet = make_metric("ref.tpot_ms", [390.0, 400, 410])
+    mixed = judge_test("t::x", {"ref.tpot_ms": quiet, "tpot_ms": cur["tpot_ms"]},
+                       {"metrics": {k: base["metrics"][k] for k in ("tpot_ms", "ref.tpot_ms")}}, same_hardware=True)
+    assert {v.metric: v.status for v in mixed} == {"ref.tpot_ms": "regression", "tpot_ms": "inconclusive"}
+    line, = warning_lines(mixed)
+    assert "tpot_ms" in line and "ref.tpot_ms" not in line
+
+
 def test_kernel_time_at_another_gpu_clock_is_inconclusive():
     from pytest_quantperf.compare import judge_test
     from pytest_quantperf.results import Metric

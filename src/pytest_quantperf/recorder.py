@@ -272,17 +272,11 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         same_hardware=bool(session.baseline_matched_hw),
         gate_cross_hardware=session.settings.gate_cross_hardware,
         history=history_values(saved, result.nodeid, hw), repeats=repeat_values(saved, result.nodeid, doc))
-    noise = []
     for v in found:
         j.verdicts.append(v.to_dict())
         if v.status == "regression" and v.gating:
             j.failures.append("regression " + v.message)
-        elif v.status == "inconclusive" and _within_run_noise(v):
-            noise.append(v)
-        elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
-            j.warnings.append(f"{v.status} " + v.message)
-    if noise:
-        j.warnings.append(_noise_warning(noise))
+    j.warnings.extend(warning_lines(found))
     return j
 
 
@@ -292,13 +286,63 @@ def _within_run_noise(v: Any) -> bool:
     return v.message.endswith("are told apart): inconclusive")
 
 
+def _guard(v: Any) -> str | None:
+    """The ``[...]`` a guard appended to a verdict's message (guards.py), or None."""
+    m = v.message
+    if not m.endswith("]") or " [" not in m:
+        return None
+    return m[m.rindex(" [") + 1:]
+
+
+def warning_lines(verdicts: Sequence[Any]) -> list[str]:
+    """The warnings of one test's baseline verdicts: one line per cause, not one per figure.
+
+    Latency, per-token time and tokens/s are one measurement: beside a busy process, or within the
+    run-to-run noise, all four move, and four lines saying the same teach people to skip them. Figures
+    that moved within the noise share one line (:func:`_noise_warning`); figures a guard withdrew
+    (host contended, kernel time steady, another clock) share one line per status and guard, naming
+    each figure's change; a figure alone under its cause keeps its full message.
+    """
+    noise: list[Any] = []
+    groups: dict[tuple[str, str], list[Any]] = {}
+    order: list[Any] = []  # a verdict, or the key of its group, in the order first seen
+    for v in verdicts:
+        if v.status == "inconclusive" and _within_run_noise(v):
+            noise.append(v)
+        elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
+            g = _guard(v)
+            if g is None:
+                order.append(v)
+                continue
+            if (v.status, g) not in groups:
+                groups[(v.status, g)] = []
+                order.append((v.status, g))
+            groups[(v.status, g)].append(v)
+    out = []
+    for item in order:
+        vs = groups[item] if isinstance(item, tuple) else [item]
+        if len(vs) == 1:
+            out.append(f"{vs[0].status} " + vs[0].message)
+        else:
+            status, g = item
+            label = "regression (not gated)" if status == "regression" else status
+            out.append(f"{label} {_moved(vs)} {g}")
+    if noise:
+        out.append(_noise_warning(noise))
+    return out
+
+
+def _moved(vs: Sequence[Any]) -> str:
+    return ", ".join(f"{v.metric} {v.change * 100:+.1f}%" if v.change is not None else v.metric for v in vs)
+
+
 def _noise_warning(vs: Sequence[Any]) -> str:
     """One warning per test for every figure that moved beyond tolerance within the noise.
 
     They move together (latency, per-token time and tokens/s are one measurement), so one line
     says it, with what would settle it, instead of one line per figure.
     """
-    moved = ", ".join(f"{v.metric} {v.change * 100:+.1f}%" if v.change is not None else v.metric for v in vs)
+    moved = _moved(vs)
     det = [v.detectable for v in vs if v.detectable is not None]
     assumed = any(v.evidence == "assumed" for v in vs)
     spread = ("run-to-run spread assumed: no run history yet" if assumed
