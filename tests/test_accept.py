@@ -42,10 +42,10 @@ def test_accept_from_the_failing_run_makes_the_next_compare_pass(suite, pytester
     run(10.0, "--quantperf-save=main").assert_outcomes(passed=1)
 
     report = pytester.path / "pr.json"
-    r = run(20.0, "--quantperf-baseline=main", f"--quantperf-json={report}")
+    r = run(25.0, "--quantperf-baseline=main", f"--quantperf-json={report}")
     r.assert_outcomes(failed=1)
     r.stdout.fnmatch_lines(["*step_ms*regression*"])
-    assert json.loads(report.read_text())["tests"][NODE]["metrics"]["step_ms"]["value"] == 20.0
+    assert json.loads(report.read_text())["tests"][NODE]["metrics"]["step_ms"]["value"] == 25.0
 
     # the README form without a value: the baseline's own 10 ms would accept nothing, so it refuses
     assert accept(store, "--reason", "bigger batch, slower on purpose") == 2
@@ -55,13 +55,13 @@ def test_accept_from_the_failing_run_makes_the_next_compare_pass(suite, pytester
 
     assert accept(store, "--from", str(report), "--reason", "bigger batch, slower on purpose", "--who", "dana") == 0
     out = capsys.readouterr().out
-    assert f"accepted {NODE} step_ms = 20 ms (from {report}, created " in out and "by dana" in out
+    assert f"accepted {NODE} step_ms = 25 ms (from {report}, created " in out and "by dana" in out
 
-    r = run(20.0, "--quantperf-baseline=main")
+    r = run(25.0, "--quantperf-baseline=main")
     r.assert_outcomes(passed=1)
     r.stdout.fnmatch_lines(["*step_ms*accepted*bigger batch, slower on purpose*"])
     # the acceptance covers the accepted value, not anything worse
-    run(30.0, "--quantperf-baseline=main").assert_outcomes(failed=1)
+    run(75.0, "--quantperf-baseline=main").assert_outcomes(failed=1)
 
 
 def test_accept_from_a_run_without_the_metric_names_value(suite, pytester, capsys):

@@ -136,16 +136,16 @@ def test_aa_noisy_samples_never_flag_a_regression():
 def test_clear_slowdown_is_a_gating_regression():
     rng = np.random.default_rng(7)
     b = _timing("latency_ms", rng.normal(100, 3, 10))
-    c = _timing("latency_ms", rng.normal(170, 5, 10))
+    c = _timing("latency_ms", rng.normal(250, 5, 10))
     v = _cmp("latency_ms", b, c)
     assert v.status == "regression" and v.gating and v.evidence == "assumed"
     assert v.change == pytest.approx(c.value / b.value - 1)
     assert v.p_value < 0.01 and v.ci[0] > 0.1
     assert "latency_ms" in v.message and "tolerance 10%" in v.message and "p=" in v.message
     assert "assumed" in v.message  # no run history: the verdict says what it rests on
-    # throughput: a 50% drop of a higher-is-better metric
+    # throughput: a 70% drop of a higher-is-better metric
     tb = _timing("tokens_per_s", rng.normal(50, 1.5, 10))
-    tc = _timing("tokens_per_s", rng.normal(25, 1.0, 10))
+    tc = _timing("tokens_per_s", rng.normal(15, 0.5, 10))
     v = _cmp("tokens_per_s", tb, tc)
     assert v.status == "regression" and v.change < 0 and v.ci[1] < 0
     # the other way round is an improvement, never gating
@@ -226,7 +226,7 @@ def test_shift_under_heavy_noise_is_never_pass():
 
 
 def test_few_samples_are_judged_as_one_run_each():
-    v = _cmp("latency_ms", _timing("latency_ms", [100, 101]), _timing("latency_ms", [150, 151]))
+    v = _cmp("latency_ms", _timing("latency_ms", [100, 101]), _timing("latency_ms", [250, 251]))
     assert v.status == "regression" and v.gating
     v = _cmp("latency_ms", _timing("latency_ms", [100, 101]), _timing("latency_ms", [115, 116]))
     assert v.status == "inconclusive" and not v.gating
@@ -238,7 +238,7 @@ def test_single_sample_figures_get_a_verdict_not_a_perpetual_warning():
     assert v.status == "pass"
     v = _cmp("energy_j_per_token", _timing("energy_j_per_token", [2.0]), _timing("energy_j_per_token", [2.1]))
     assert v.status == "pass"
-    v = _cmp("energy_j_per_token", _timing("energy_j_per_token", [2.0]), _timing("energy_j_per_token", [3.0]))
+    v = _cmp("energy_j_per_token", _timing("energy_j_per_token", [2.0]), _timing("energy_j_per_token", [5.0]))
     assert v.status == "regression"
     # load time: one figure per run, set by the file cache: shown, not a verdict
     v = _cmp("load_s", _timing("load_s", [17.0]), _timing("load_s", [28.0]), tol=parse_tolerance("50%"))
@@ -249,10 +249,13 @@ def test_steady_within_tolerance_passes():
     b = _timing("latency_ms", [100, 100.5, 99.6, 100.2, 99.9, 100.1])
     c = _timing("latency_ms", [102, 101.5, 102.2, 101.8, 102.1, 101.9])
     v = _cmp("latency_ms", b, c)
-    assert v.status == "pass" and v.detectable is not None and 0.4 < v.detectable < 0.55
-    # five saves in a row that moved 0.2% do not make the gate sharper than the prior
+    # no history: the 9% prior with a t quantile of 3 degrees of freedom, about +96% at a 10% tolerance
+    assert v.status == "pass" and v.detectable is not None and 0.9 < v.detectable < 1.0
+    # five saves in a row that moved 0.2% do not make the gate sharper than the prior taken as known
     v2 = _cmp("latency_ms", b, c, history=[100.0, 100.3, 99.8, 100.1, 99.9])
-    assert v2.status == "pass" and v2.evidence == "history" and v2.detectable == pytest.approx(v.detectable)
+    assert v2.status == "pass" and v2.evidence == "history" and 0.4 < v2.detectable < 0.55
+    v3 = _cmp("latency_ms", b, c, history=[100.0, 120.0, 85.0, 110.0, 90.0])  # they moved more: wider
+    assert v3.detectable > v2.detectable
 
 
 def test_figures_that_follow_the_session_are_shown_not_gated():
@@ -264,7 +267,7 @@ def test_figures_that_follow_the_session_are_shown_not_gated():
 def test_cross_hardware_speed_is_reported_not_gated():
     rng = np.random.default_rng(3)
     b = _timing("latency_ms", rng.normal(100, 2, 10))
-    c = _timing("latency_ms", rng.normal(150, 3, 10))
+    c = _timing("latency_ms", rng.normal(250, 3, 10))
     v = _cmp("latency_ms", b, c, same_hardware=False)
     assert v.status == "regression" and v.cross_hardware and not v.gating
     assert "other hardware" in v.message and "not gated" in v.message
@@ -324,7 +327,7 @@ def test_accepted_regression_does_not_gate():
 
 def test_verdict_to_dict_is_json():
     rng = np.random.default_rng(1)
-    v = _cmp("latency_ms", _timing("latency_ms", rng.normal(100, 3, 8)), _timing("latency_ms", rng.normal(170, 3, 8)))
+    v = _cmp("latency_ms", _timing("latency_ms", rng.normal(100, 3, 8)), _timing("latency_ms", rng.normal(250, 3, 8)))
     d = json.loads(json.dumps(v.to_dict(), allow_nan=False))
     assert d["status"] == "regression" and d["gating"] is True and isinstance(d["ci"], list)
     with pytest.raises(ValueError):
@@ -349,7 +352,7 @@ def test_compare_runs_new_gone_counts_and_tolerances():
         "t::gone": [make_metric("vram_mb", 1.0)],
     }, accepted={"t::b": {"vram_mb": {"value": 1300.0, "reason": "bigger batch", "who": "ci", "when": "x"}}})
     cur = _doc("cpu-x-2c", {
-        "t::a": [_timing("latency_ms", slow * 1.7), make_metric("cpu_percent", 80.0)],
+        "t::a": [_timing("latency_ms", slow * 2.5), make_metric("cpu_percent", 80.0)],
         "t::b": [make_metric("vram_mb", 1250.0)],
         "t::new": [make_metric("vram_mb", 1.0)],
     })
@@ -365,7 +368,7 @@ def test_compare_runs_new_gone_counts_and_tolerances():
     assert comp.counts["regression"] == 1 and comp.counts["gating"] == 1 and comp.counts["new"] == 2
     assert [v.metric for v in comp.gating] == ["latency_ms"]
     # a generous per-test tolerance turns the regression into a pass
-    comp2 = compare_runs(base, cur, {}, per_test={"t::a": {"latency_ms": parse_tolerance("80%")}})
+    comp2 = compare_runs(base, cur, {}, per_test={"t::a": {"latency_ms": parse_tolerance("200%")}})
     assert {v.status for v in comp2.for_test("t::a") if v.metric == "latency_ms"} == {"pass"}
     json.dumps(comp.to_dict(), allow_nan=False)
 
@@ -384,12 +387,12 @@ def test_compare_runs_other_hardware():
 
 
 def test_kernel_time_guard_keeps_wall_clock_drift_from_failing():
-    """GPU kernel time steady, wall time 75% slower: host-side, reported but not gating."""
+    """GPU kernel time steady, wall time 2.5x: host-side, reported but not gating."""
     from pytest_quantperf.compare import DEFAULT_TOLERANCES, compare_metric, kernel_time_guard
     from pytest_quantperf.results import make_metric
 
     wall_b = make_metric("latency_ms", [100, 101, 99, 100, 102, 98, 100, 101])
-    wall_c = make_metric("latency_ms", [175, 176, 174, 175, 177, 173, 175, 176])
+    wall_c = make_metric("latency_ms", [250, 251, 249, 250, 252, 248, 250, 251])
     gpu_b = make_metric("gpu_ms_per_token", [7.700, 7.701])
     gpu_c = make_metric("gpu_ms_per_token", [7.702, 7.701])
     gpu_slow = make_metric("gpu_ms_per_token", [8.10, 8.101])
@@ -422,10 +425,10 @@ def test_kernel_time_guard_is_per_model_and_covers_improvements():
         "ref.latency_ms": m("ref.latency_ms", [50, 51, 49, 50, 50]),
         "ref.gpu_ms_per_token": m("ref.gpu_ms_per_token", [3.0, 3.0]),
     }.items()}}
-    cur = {  # candidate: wall +80% and its kernel time +6%; reference: wall 40% *faster*, kernel time steady
-        "latency_ms": m("latency_ms", [180, 181, 179, 180, 182]),
+    cur = {  # candidate: wall +150% and its kernel time +6%; reference: wall 70% *faster*, kernel time steady
+        "latency_ms": m("latency_ms", [250, 251, 249, 250, 252]),
         "gpu_ms_per_token": m("gpu_ms_per_token", [8.16, 8.16]),
-        "ref.latency_ms": m("ref.latency_ms", [30, 30.5, 29.5, 30, 30]),
+        "ref.latency_ms": m("ref.latency_ms", [15, 15.2, 14.8, 15, 15]),
         "ref.gpu_ms_per_token": m("ref.gpu_ms_per_token", [3.0, 3.0]),
     }
     got = {v.metric: v for v in judge_test("t::x", cur, base, same_hardware=True)}

@@ -49,13 +49,14 @@ def run_spread(run_values: Sequence[float]) -> float:
 def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequence[float] = (),
                      prior_spread: float, base_samples: Sequence[float] = (),
                      cur_samples: Sequence[float] = (), alpha: float = 0.01,
-                     repeats: Sequence[float] = ()) -> RunLevelTest:
+                     repeats: Sequence[float] = (), prior_df: int | None = None) -> RunLevelTest:
     """Is ``cur`` beyond ``rel_tol`` of ``base`` by more than run-to-run noise explains?
 
     Repeats inside one run share the run's host load, clocks and memory placement, so they
     cannot say how far a whole run moves: the run is the unit. With three or more saved runs the
     spread is measured (a t quantile with ``runs - 1`` degrees of freedom keeps few runs honest);
-    without, ``prior_spread`` stands in and the verdict says so. The standard error of the
+    without, ``prior_spread`` stands in and the verdict says so, with a t quantile of ``prior_df``
+    degrees of freedom where given (an assumed spread is uncertain itself). The standard error of the
     difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
     within-run samples alone imply.
 
@@ -67,7 +68,9 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     The measured spread can widen the prior, never narrow it: saves taken one after another share
     the host's state of those minutes, so they miss how far it drifts before the next compare
     (five saves in a row moved ±3% on the 2-core CPU runner; unchanged runs ten minutes later
-    moved up to +38%).
+    moved up to +38%). Where they moved less, the prior is taken as known (normal quantile): three
+    or more saves at least show the host no noisier than the prior; with no saves nothing does, so
+    ``prior_df`` widens the quantile there.
     """
     hist = [x for x in _clean(history) if x > 0]
     measured, floored = math.nan, False
@@ -77,7 +80,7 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
         if measured < prior_spread:  # the prior, with its normal quantile: the runs did not measure it
             spread, df, floored = prior_spread, None, True
     else:
-        spread, source, df = prior_spread, "assumed", None
+        spread, source, df = prior_spread, "assumed", prior_df
     reps = [x for x in _clean(repeats) if x > 0] if source == "history" else []
     k = len(reps) if len(reps) >= 2 else 1
     if k > 1:
@@ -87,12 +90,12 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
                              for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
                                        _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
     se = max(se, se_within, 1e-9)
-    if df:  # measured spread: Student's t (scipy, only when there is run history)
+    if df:  # measured spread, or a prior of stated weight: Student's t (scipy imported only then)
         from scipy import stats as _st
 
         t = _st.t(df)
         ppf, sf = t.ppf, t.sf
-    else:  # assumed spread: the normal quantile, from the standard library (no scipy per metric)
+    else:  # a prior taken as known: the normal quantile, from the standard library
         nd = statistics.NormalDist()
         ppf, sf = nd.inv_cdf, (lambda x: 1.0 - nd.cdf(x))
     crit = float(ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
