@@ -208,7 +208,8 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
         rel_tol = tol.value if tol.relative else (tol.value / abs(b) if b else math.inf)
         info = metric_info(name)
         rl = stats.run_level_change(b, c, rel_tol=rel_tol, history=history, prior_spread=info.run_spread,
-                                    prior_df=info.prior_df, base_samples=bs, cur_samples=cs, alpha=alpha, repeats=repeats)
+                                    prior_df=info.prior_df, base_samples=bs, cur_samples=cs, alpha=alpha,
+                                    repeats=repeats)
         evidence = "history" if rl.source == "history" else "assumed"
         if rl.floored:
             spread = (f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: {rl.n_runs} saved runs moved only "
