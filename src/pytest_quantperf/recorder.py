@@ -304,27 +304,18 @@ def warning_lines(verdicts: Sequence[Any]) -> list[str]:
     each figure's change; a figure alone under its cause keeps its full message.
     """
     noise: list[Any] = []
-    groups: dict[tuple[str, str], list[Any]] = {}
-    order: list[Any] = []  # a verdict, or the key of its group, in the order first seen
+    groups: dict[tuple[str, Any], list[Any]] = {}  # (status, guard), or (status, id) when unguarded: in order seen
     for v in verdicts:
         if v.status == "inconclusive" and _within_run_noise(v):
             noise.append(v)
         elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
             g = _guard(v)
-            if g is None:
-                order.append(v)
-                continue
-            if (v.status, g) not in groups:
-                groups[(v.status, g)] = []
-                order.append((v.status, g))
-            groups[(v.status, g)].append(v)
+            groups.setdefault((v.status, g if g is not None else id(v)), []).append(v)
     out = []
-    for item in order:
-        vs = groups[item] if isinstance(item, tuple) else [item]
+    for (status, g), vs in groups.items():
         if len(vs) == 1:
-            out.append(f"{vs[0].status} " + vs[0].message)
+            out.append(f"{status} " + vs[0].message)
         else:
-            status, g = item
             label = "regression (not gated)" if status == "regression" else status
             out.append(f"{label} {_moved(vs)} {g}")
     if noise:
