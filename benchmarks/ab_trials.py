@@ -73,7 +73,8 @@ def main(argv=None) -> int:
             spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if kind in ("busy", "busyslow") else None
             t0 = time.time()
             try:
-                p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+                # quantperf ab's progress (stderr) passes through, so a trial cut by a time limit shows its rounds
+                p = subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
             finally:
                 if spinner is not None:
                     spinner.kill()
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
                     if v.get("metric") in ("latency_ms", "tpot_ms", "tokens_per_s", "ttft_ms"):
                         verdicts[v["metric"]] = (v.get("status"), v.get("change"))
             except Exception as e:  # noqa: BLE001 - a trial without its JSON is reported as such
-                verdicts = {"error": f"{type(e).__name__}: {e}; {p.stdout[-300:]} {p.stderr[-300:]}"}
+                verdicts = {"error": f"{type(e).__name__}: {e}; {p.stdout[-300:]} (its progress is above)"}
             rows.append({"kind": kind, "trial": trial, "rc": p.returncode, "wall_s": time.time() - t0,
                          "verdicts": verdicts})
             print(f"{kind:5} {trial}: rc={p.returncode} {time.time() - t0:.0f} s "

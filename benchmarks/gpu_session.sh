@@ -8,6 +8,9 @@
 #   9: the anchor, then the plugin's verdict from a real checkpoint and from synthetic weights, same lease
 #      (QP_WHEELS=".obwhl/bitsandbytes-*.whl .obwhl/gguf-*.whl", .obwhl and .anchors carried);
 #   10: what CUPTI left attached costs (TEARDOWN_CUPTI=0 against the plugin's default), then part 7;
+#   11: the plugin's verdict from a real checkpoint first, then the anchor with the rest of the call (.obwhl, .anchors);
+#   12: three saves, then GPU-side slowdowns only (--kinds gpuslow), storage kept in OUTDIR/store.tgz;
+#   13: quantperf ab with +15% host-side work, one trial, on the GPU;
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
@@ -44,6 +47,23 @@ if [ "$PART" = 9 ]; then
   rm -rf /tmp/site && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $WHEELS
   run ttv_ckpt 150 python3 benchmarks/time_to_verdict.py --real-checkpoint --runs save --anchor-json "$OUT/ob/ob_summary.json" --out "$OUT/ttv_ckpt"
   run ttv 90 python3 benchmarks/time_to_verdict.py --runs save --anchor-json "$OUT/ob/ob_summary.json" --out "$OUT/ttv"
+fi
+if [ "$PART" = 11 ]; then
+  # issue 19, real checkpoint: ours first so that it always completes; the anchor gets what is left of the call
+  T0=$(date +%s)
+  run ttv_ckpt 170 python3 benchmarks/time_to_verdict.py --real-checkpoint --runs save --out "$OUT/ttv_ckpt"
+  LEFT=$(( ${CALL_S:-585} - ($(date +%s) - T0) ))
+  run anchor "$LEFT" env OUT="$OUT/ob" OB_BUDGET_S=$((LEFT - 10)) bash .anchors/optimum-benchmark/run_gpu.sh
+fi
+if [ "$PART" = 12 ]; then
+  run aa_gpuslow $(( ${AA_BUDGET_S:-400} + 60 )) python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b \
+      --quant fp16 --new-tokens 16 --max-time 2 --history 3 --trials 10 --kinds gpuslow --budget-s "${AA_BUDGET_S:-400}" \
+      --store /tmp/qp-store --json "$OUT/aa_gpuslow.json"
+  tar czf "$OUT/store.tgz" -C /tmp/qp-store .
+fi
+if [ "$PART" = 13 ]; then
+  run ab_gpu ${AB_LIMIT_S:-560} python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
+      --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --json "$OUT/ab_gpu.json"
 fi
 if [ "$PART" = 10 ]; then
   # issue 19: does the process run slower once CUPTI was attached, kept (TEARDOWN_CUPTI=0) or detached (the plugin's default)?

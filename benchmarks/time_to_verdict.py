@@ -174,6 +174,14 @@ def phase_table(r: dict) -> dict:
     ph["profiled"] = src["profiled_seconds"]
     ph["timed"] = src["timed_seconds"]
     ph["other in tests"] = in_tests - load - sum(src.values())
+    # of that: the fixture's time outside the model's own load (the first one imports torch and
+    # transformers and starts CUDA) and what the test spent outside the fixture and the generate
+    ph["fixture outside load"] = sum(t["fixture_s"] - t["load_s"] for t in tests)
+    ph["outside fixture and generate"] = in_tests - sum(t["fixture_s"] + t["generate_s"] for t in tests)
+    # kernel time's own cost: each profiled run's excess over one timed run of the same config (the
+    # profiled run is also the config's full-length warm-up, which a plan without it still needs)
+    ph["profiled excess"] = sum(t["profiled_seconds"] - t["timed_seconds"] / max(t["runs"], 1)
+                                for t in tests if t.get("profiled_runs"))
     ph["_source"] = "run JSON" if have_json else "suite notes"
     return ph
 
@@ -205,6 +213,10 @@ def print_run(r: dict) -> None:
     print("phases (s): " + ", ".join(f"{k} {ph[k]:.1f}" for k in
                                      ("start-up", "load", "warm-up", "profiled", "timed", "other in tests", "reporting"))
           + f"  [measurement split from the {ph['_source']}]")
+    print(f"  of other in tests: fixture outside load {ph['fixture outside load']:.1f} (imports, CUDA start), "
+          f"outside fixture and generate {ph['outside fixture and generate']:.1f}; "
+          f"profiled runs' excess over a timed run {ph['profiled excess']:.1f} "
+          f"({100 * ph['profiled excess'] / ph['wall']:.0f}% of the wall)")
     print(f"whole wall, process start to exit: {ph['wall']:.1f} s")
 
 
