@@ -63,7 +63,7 @@ if [ "$PART" = 12 ]; then
 fi
 if [ "$PART" = 13 ]; then
   run ab_gpu ${AB_LIMIT_S:-560} python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
-      --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --json "$OUT/ab_gpu.json"
+      --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --slowdown ${AB_SLOWDOWN:-0.15} --json "$OUT/ab_gpu.json"
 fi
 if [ "$PART" = 10 ]; then
   # issue 19: does the process run slower once CUPTI was attached, kept (TEARDOWN_CUPTI=0) or detached (the plugin's default)?
