@@ -453,8 +453,10 @@ def test_contended_host_makes_a_timing_change_inconclusive():
     busy = Metric(**{**cur.__dict__, "extra": {"host": {"state": "contended", "summary": "got 48% of 2 cores"}}})
     v, = judge_test("t::x", {"latency_ms": busy}, base, same_hardware=True)
     assert v.status == "inconclusive" and not v.gating and "host contended" in v.message
+    assert v.guard == "host contended: got 48% of 2 cores; not gated" and v.message.endswith(f"[{v.guard}]")
+    assert v.to_dict()["guard"] == v.guard  # in the run JSON, for tools that group warnings by cause
     v, = judge_test("t::x", {"latency_ms": cur}, base, same_hardware=True)
-    assert v.status == "regression"
+    assert v.status == "regression" and v.guard == ""
 
 
 def test_figures_withdrawn_for_one_cause_warn_once():

@@ -94,6 +94,8 @@ class Verdict:
     accepted: Mapping[str, Any] | None = None
     source: str = "baseline"
     evidence: str = ""  # statistical kinds: "history" (measured run-to-run spread) or "assumed"
+    #: why a guard (guards.py) withdrew this verdict, as the message's closing ``[...]`` says it; "" if none did
+    guard: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -11,10 +11,10 @@ verdict the figures cannot carry. :func:`compare.judge_test` applies them, per m
 * :func:`contention_guard`: a timing verdict taken while the host was contended is not a
   regression by itself.
 
-Guarded verdicts are never gating, and their message says why. Verdicts are taken and returned
-as they are (any dataclass with ``nodeid``, ``metric``, ``status``, ``kind``, ``evidence``,
-``gating`` and ``message``), so this module imports nothing of ``compare``; ``compare``
-re-exports every name here.
+Guarded verdicts are never gating; ``guard`` holds the reason and the message ends with it in
+brackets. Verdicts are taken and returned as they are (any dataclass with ``nodeid``, ``metric``,
+``status``, ``kind``, ``evidence``, ``gating``, ``guard`` and ``message``), so this module imports
+nothing of ``compare``; ``compare`` re-exports every name here.
 """
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ __all__ = ["WALL_CLOCK", "CLOCK_TOLERANCE", "model_key", "kernel_time_guard", "c
 V = TypeVar("V")  # a compare.Verdict
 
 WALL_CLOCK = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s")
+
+
+def _withdrawn(v: V, status: str, reason: str) -> V:
+    """``v`` taken back by a guard: not gating, ``reason`` kept in ``guard`` and closing the message."""
+    return replace(v, status=status, gating=False, guard=reason, message=f"{v.message} [{reason}]")
 
 
 def model_key(metric: str) -> str:
@@ -53,9 +58,8 @@ def kernel_time_guard(verdicts: Sequence[V]) -> list[V]:
     for v in verdicts:
         if (v.status in ("regression", "improvement") and base_metric_name(v.metric) in WALL_CLOCK
                 and v.evidence == "assumed" and (v.nodeid, model_key(v.metric)) in steady):
-            v = replace(v, status="inconclusive", gating=False,
-                        message=v.message + " [GPU kernel time unchanged and no run history: host-side change or "
-                                            "noise, not gated; saved runs of the baseline measure the spread]")
+            v = _withdrawn(v, "inconclusive", "GPU kernel time unchanged and no run history: host-side change or "
+                                              "noise, not gated; saved runs of the baseline measure the spread")
         out.append(v)
     return out
 
@@ -81,8 +85,7 @@ def clock_guard(verdicts: Sequence[V], clocks: Mapping[str, tuple[Any, Any]]) ->
                      if b.get(k) and c.get(k) and abs(c[k] - b[k]) / b[k] > CLOCK_TOLERANCE]
             if moved:
                 what = ", ".join(f"{k.split('_')[0].upper()} clock {b[k]:.0f} → {c[k]:.0f} MHz" for k in moved)
-                v = replace(v, status="inconclusive", gating=False,
-                            message=v.message + f" [{what}: the GPU ran at another clock; not gated]")
+                v = _withdrawn(v, "inconclusive", f"{what}: the GPU ran at another clock; not gated")
         out.append(v)
     return out
 
@@ -102,7 +105,6 @@ def contention_guard(verdicts: Sequence[V], host: Mapping[str, Mapping[str, Any]
                 and v.status in ("regression", "improvement", "inconclusive", "too_noisy"):
             what = "too busy to measure" if state == "too_busy" else "contended"
             status = "inconclusive" if v.status in ("regression", "improvement") else v.status
-            v = replace(v, status=status, gating=False,
-                        message=v.message + f" [host {what}: {h.get('summary', '')}; not gated]")
+            v = _withdrawn(v, status, f"host {what}: {h.get('summary', '')}; not gated")
         out.append(v)
     return out

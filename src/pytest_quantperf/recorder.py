@@ -286,14 +286,6 @@ def _within_run_noise(v: Any) -> bool:
     return v.message.endswith("are told apart): inconclusive")
 
 
-def _guard(v: Any) -> str | None:
-    """The ``[...]`` a guard appended to a verdict's message (guards.py), or None."""
-    m = v.message
-    if not m.endswith("]") or " [" not in m:
-        return None
-    return m[m.rindex(" [") + 1:]
-
-
 def warning_lines(verdicts: Sequence[Any]) -> list[str]:
     """The warnings of one test's baseline verdicts: one line per cause, not one per figure.
 
@@ -309,15 +301,14 @@ def warning_lines(verdicts: Sequence[Any]) -> list[str]:
         if v.status == "inconclusive" and _within_run_noise(v):
             noise.append(v)
         elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
-            g = _guard(v)
-            groups.setdefault((v.status, g if g is not None else id(v)), []).append(v)
+            groups.setdefault((v.status, v.guard or id(v)), []).append(v)
     out = []
     for (status, g), vs in groups.items():
         if len(vs) == 1:
             out.append(f"{status} " + vs[0].message)
         else:
             label = "regression (not gated)" if status == "regression" else status
-            out.append(f"{label} {_moved(vs)} {g}")
+            out.append(f"{label} {_moved(vs)} [{g}]")
     if noise:
         out.append(_noise_warning(noise))
     return out
