@@ -459,6 +459,22 @@ def test_contended_host_makes_a_timing_change_inconclusive():
     assert v.status == "regression" and v.guard == ""
 
 
+def test_better_beyond_tolerance_within_the_noise_passes_and_says_so():
+    """An unchanged run that read 20% faster is no regression to warn of, and no improvement to claim."""
+    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.recorder import warning_lines
+
+    base = {"metrics": {"latency_ms": make_metric("latency_ms", [100.0, 101, 99]).to_dict()}}
+    v, = judge_test("t::x", {"latency_ms": make_metric("latency_ms", [80.0, 81, 79])}, base, same_hardware=True)
+    assert v.status == "pass" and not v.gating and "-20.0%" in v.message
+    assert "better, within what unchanged runs move" in v.message and warning_lines([v]) == []
+    # the same size the other way is a warning, and far beyond the noise either way is a verdict
+    v, = judge_test("t::x", {"latency_ms": make_metric("latency_ms", [120.0, 121, 119])}, base, same_hardware=True)
+    assert v.status == "inconclusive" and len(warning_lines([v])) == 1
+    v, = judge_test("t::x", {"latency_ms": make_metric("latency_ms", [20.0, 20.2, 19.8])}, base, same_hardware=True)
+    assert v.status == "improvement"
+
+
 def test_figures_withdrawn_for_one_cause_warn_once():
     """Beside a busy process all four wall-clock figures move: one warning line names them all."""
     from pytest_quantperf.compare import judge_test

@@ -13,10 +13,11 @@ Rules (one verdict per metric of a test present in both runs):
   placement, so they never make a change significant alone: a *regression* needs the change beyond
   the tolerance by more than run-to-run noise explains (one-sided, ``p < alpha``). The spread is
   measured on the baseline's saved runs (``history``, three or more) or assumed from
-  ``MetricInfo.run_spread``, and the verdict's ``evidence`` says which. Beyond tolerance within
-  that noise is *inconclusive* (a warning naming the smallest change these runs tell apart); a run
-  whose own samples scatter more than twice the tolerance is *too_noisy*. The same rules in the
-  good direction give *improvement*. :func:`judge_test` then applies the kernel-time, GPU-clock and
+  ``MetricInfo.run_spread``, and the verdict's ``evidence`` says which. Worse beyond tolerance
+  within that noise is *inconclusive* (a warning naming the smallest change these runs tell
+  apart); a run whose own samples scatter more than twice the tolerance is *too_noisy*. The same
+  rules in the good direction give *improvement*; better beyond tolerance within the noise is
+  *pass* (nothing to warn of, too little to claim), its message saying so. :func:`judge_test` then applies the kernel-time, GPU-clock and
   host-contention guards per model; they live in :mod:`guards` (re-exported here).
 * **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
   holds) are shown as ``not_gated``.
@@ -25,8 +26,9 @@ Rules (one verdict per metric of a test present in both runs):
 * **Accuracy kind**: when both sides carry per-item data of equal length (0/1 per question,
   NLL per token) the comparison is paired: exact McNemar on the discordant questions (Wilcoxon
   signed-rank for non-binary items) and a paired bootstrap interval of the mean difference.
-  Beyond tolerance with ``p < alpha`` is a regression (or improvement), beyond tolerance
-  without significance is inconclusive.  Without items it is compared directly.
+  Beyond tolerance with ``p < alpha`` is a regression (or improvement), worse beyond tolerance
+  without significance is inconclusive, better without significance passes.  Without items it
+  is compared directly.
 * **Hardware**: speed and energy (the hardware-bound kinds) measured on different hardware
   (``hardware_id`` differs) keep their computed status, but ``cross_hardware`` is set, the
   message says so and they do not gate unless ``gate_cross_hardware``.  Memory and accuracy
@@ -94,7 +96,8 @@ class Verdict:
     accepted: Mapping[str, Any] | None = None
     source: str = "baseline"
     evidence: str = ""  # statistical kinds: "history" (measured run-to-run spread) or "assumed"
-    #: why a guard (guards.py) withdrew this verdict, as the message's closing ``[...]`` says it; "" if none did
+    #: why a guard (guards.py), or a baseline from other hardware, holds this verdict back, as the
+    #: message's closing ``[...]`` says it; "" if nothing did
     guard: str = ""
 
     def __post_init__(self) -> None:
@@ -169,11 +172,13 @@ def _finish(nodeid: str, name: str, status: str, base: Metric, cur: Metric, tol:
     if status == "accepted" and acc_used:
         msg += (f" (accepted at {_fmt(float(acc_used['value']))}{unit} by {acc_used.get('who', '?')}"
                 f": {acc_used.get('reason', '')})")
+    guard = ""
     if cross:
-        msg += (" [baseline from other hardware; " + ("gated" if gate_cross_hardware else "not gated") + "]")
+        guard = "baseline from other hardware; " + ("gated" if gate_cross_hardware else "not gated")
+        msg += f" [{guard}]"
     return Verdict(nodeid=nodeid, metric=name, status=status, baseline=b, current=c, change=change,
                    tolerance=tol.text, cross_hardware=cross, gating=gating, message=msg, delta=delta,
-                   unit=cur.unit, better=cur.better, kind=cur.kind, accepted=acc_used, **kw)
+                   unit=cur.unit, better=cur.better, kind=cur.kind, accepted=acc_used, guard=guard, **kw)
 
 
 def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Tolerance, *,
@@ -235,29 +240,35 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
                 status = "regression" if worse else "improvement"
                 return _finish(nodeid, name, status, base, cur, tol,
                                detail=f"(p={rl.p_value:.3g}{ci_txt}; {spread})", **kw, **common)
-            return _finish(nodeid, name, "inconclusive", base, cur, tol,
-                           detail=(f"(within what unchanged runs move: p={rl.p_value:.3g}{ci_txt}; {spread}; "
-                                   f"changes beyond {_pct(det)} are told apart)"), **kw, **common)
+            if worse:
+                return _finish(nodeid, name, "inconclusive", base, cur, tol,
+                               detail=(f"(within what unchanged runs move: p={rl.p_value:.3g}{ci_txt}; {spread}; "
+                                       f"changes beyond {_pct(det)} are told apart)"), **kw, **common)
         if len(cs) >= 3 and stats.rel_ci_halfwidth(cs) > 2 * max(rel_tol, rl.spread):
             return _finish(nodeid, name, "too_noisy", base, cur, tol,
                            detail=(f"(this run's {len(cs)} samples scatter ±"
                                    f"{stats.rel_ci_halfwidth(cs) * 100:.1f}% around their median, more than twice "
                                    "the tolerance)"), **kw, **common)
-        return _finish(nodeid, name, "pass", base, cur, tol, **kw, **common)
+        # better by more than the tolerance but within the noise: no regression to warn of, and too
+        # little evidence to call it an improvement
+        better_txt = (f"(better, within what unchanged runs move: p={rl.p_value:.3g}{ci_txt}; {spread})"
+                      if beyond else "")
+        return _finish(nodeid, name, "pass", base, cur, tol, detail=better_txt, **kw, **common)
 
     if kind == "accuracy" and base.items and cur.items and len(base.items) == len(cur.items):
         p = stats.paired_p_value(base.items, cur.items)
         ci = stats.paired_bootstrap_diff_ci(base.items, cur.items, conf, n_boot, seed)
         detail = (f"paired over {len(cur.items)} items: p={p:.3g}, {conf:.0%} CI of mean item difference "
                   f"[{ci[0]:+.4g}, {ci[1]:+.4g}]")
-        if beyond:
-            if p < alpha:
-                status = "regression" if worse else "improvement"
-            else:
-                status = "inconclusive"
-                detail += f" (not significant at {alpha:g})"
-        else:
+        if beyond and p < alpha:
+            status = "regression" if worse else "improvement"
+        elif beyond and worse:
+            status = "inconclusive"
+            detail += f" (not significant at {alpha:g})"
+        else:  # within tolerance, or better by more than it without significance
             status = "pass"
+            if beyond:
+                detail += f" (better, not significant at {alpha:g})"
         return _finish(nodeid, name, status, base, cur, tol, p_value=p, ci=ci, ci_of="items",
                        detail=detail, **common)
 
