@@ -48,20 +48,17 @@ def _slowed(lm):
     """A host-side slowdown: every forward pass sleeps SLOW times its own duration afterwards;
     a GPU-side one: it then reads GPU_SLOW of the weights' bytes once more."""
     if (SLOW or GPU_SLOW) and not getattr(lm.model, "_qp_slowed", False):
+        import torch
         inner = lm.model.forward
+        device = next(lm.model.parameters()).device
         extra = None
         if GPU_SLOW:
-            import torch
             n = int(sum(p.numel() * p.element_size() for p in lm.model.parameters()) * GPU_SLOW) // 2
-            extra = torch.ones(n, dtype=torch.float16, device=next(lm.model.parameters()).device)
-
-        sync = None
-        if SLOW and next(lm.model.parameters()).is_cuda:
-            import torch
-            # on CUDA a pass returns once its kernels are queued: a sleep sized by that time is
-            # absorbed by the queue or stalls it (H200: 0.05 moved latency -0.1%, 0.15 +47%);
-            # timed to the pass's end, the sleep is that fraction of the step
-            sync = torch.cuda.synchronize
+            extra = torch.ones(n, dtype=torch.float16, device=device)
+        # on CUDA a pass returns once its kernels are queued: a sleep sized by that time is
+        # absorbed by the queue or stalls it (H200: 0.05 moved latency -0.1%, 0.15 +47%);
+        # timed to the pass's end, the sleep is that fraction of the step
+        sync = torch.cuda.synchronize if SLOW and device.type == "cuda" else None
 
         def forward(*a, **k):
             if sync is not None:

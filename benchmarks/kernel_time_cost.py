@@ -92,9 +92,6 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
                 "prefill_ms": getattr(p, "prefill_ms", None), "decode_ms_per_step": getattr(p, "decode_ms_per_step", None),
                 "switch_s": getattr(p, "switch_ms", 0.0) / 1e3}
 
-    # the window (what measurements use) first, then plain runs again: does the process run slower
-    # once CUPTI has been attached (TEARDOWN_CUPTI decides whether kineto detaches it)? The whole-run
-    # and old paths last, so their heavier profiling touches no figure but their own.
     if a.attach_first:  # does a profiled short generate first take the first window run's extra cost?
         from pytest_quantperf.gpu import kernel_time
 
@@ -103,6 +100,9 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
         t1 = time.perf_counter()
         gpu._profile_raw(lambda: backend.run(prepared, 4), gpu._raw_api(), activity="cuda" if cuda else "cpu")
         out["attach_first_s"] = time.perf_counter() - t1
+    # the window (what measurements use) first, then plain runs again: does the process run slower
+    # once CUPTI has been attached (TEARDOWN_CUPTI decides whether kineto detaches it)? The whole-run
+    # and old paths last, so their heavier profiling touches no figure but their own.
     out["window"] = [windowed() for _ in range(a.window_runs)]
     out["teardown_cupti"] = os.environ.get("TEARDOWN_CUPTI")  # as the profiling left it
     after = []

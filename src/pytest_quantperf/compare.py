@@ -17,8 +17,9 @@ Rules (one verdict per metric of a test present in both runs):
   within that noise is *inconclusive* (a warning naming the smallest change these runs tell
   apart); a run whose own samples scatter more than twice the tolerance is *too_noisy*. The same
   rules in the good direction give *improvement*; better beyond tolerance within the noise is
-  *pass* (nothing to warn of, too little to claim), its message saying so. :func:`judge_test` then applies the kernel-time, GPU-clock and
-  host-contention guards per model; they live in :mod:`guards` (re-exported here).
+  *pass* (nothing to warn of, too little to claim), its message saying so. :func:`judge_test`
+  then applies the kernel-time, GPU-clock and host-contention guards per model; they live in
+  :mod:`guards` (re-exported here).
 * **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
   holds) are shown as ``not_gated``.
 * **Memory and exact kinds** (``memory``, ``exact``): deterministic, compared directly: beyond

@@ -281,9 +281,10 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
 
 
 def _within_run_noise(v: Any) -> bool:
-    """An inconclusive timing change that only run-to-run noise keeps from a verdict: its message ends
-    with compare's noise detail; a guard (host, kernel time, clocks, other hardware) appends ``[...]``."""
-    return v.message.endswith("are told apart): inconclusive")
+    """An inconclusive timing change that only run-to-run noise keeps from a verdict: a run-level
+    test was taken (``evidence``) and nothing held it back (no ``guard``: host, kernel time, clocks,
+    other hardware)."""
+    return v.status == "inconclusive" and bool(v.evidence) and not v.guard
 
 
 def warning_lines(verdicts: Sequence[Any]) -> list[str]:
@@ -298,7 +299,7 @@ def warning_lines(verdicts: Sequence[Any]) -> list[str]:
     noise: list[Any] = []
     groups: dict[tuple[str, Any], list[Any]] = {}  # (status, guard), or (status, id) when unguarded: in order seen
     for v in verdicts:
-        if v.status == "inconclusive" and _within_run_noise(v):
+        if _within_run_noise(v):
             noise.append(v)
         elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
             groups.setdefault((v.status, v.guard or id(v)), []).append(v)
