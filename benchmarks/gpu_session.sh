@@ -11,6 +11,8 @@
 #   11: the plugin's verdict from a real checkpoint first, then the anchor with the rest of the call (.obwhl, .anchors);
 #   12: three saves, then GPU-side slowdowns only (--kinds gpuslow), storage kept in OUTDIR/store.tgz;
 #   13: quantperf ab with +15% host-side work, one trial, on the GPU;
+#   15: part 13, then the plugin's verdict on synthetic weights (save only), one call;
+#   14: CUPTI's first attach: kernel_time_cost on fp16 in two fresh processes, without and with --attach-first, then part 13;
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
@@ -58,12 +60,22 @@ fi
 if [ "$PART" = 12 ]; then
   run aa_gpuslow $(( ${AA_BUDGET_S:-400} + 60 )) python3 benchmarks/aa_runs.py --device cuda --model synthetic:qwen2.5-1.5b \
       --quant fp16 --new-tokens 16 --max-time 2 --history 3 --trials 10 --kinds gpuslow --budget-s "${AA_BUDGET_S:-400}" \
+      --gpu-slowdown ${GPU_SLOWDOWN:-0.175} \
       --store /tmp/qp-store --json "$OUT/aa_gpuslow.json"
   tar czf "$OUT/store.tgz" -C /tmp/qp-store .
 fi
-if [ "$PART" = 13 ]; then
+if [ "$PART" = 14 ]; then
+  run kct_plain 110 python3 benchmarks/kernel_time_cost.py --configs fp16 --plain-runs 2 --window-runs 3 \
+      --plain-after 1 --new-runs 0 --out "$OUT/kct_plain.json"
+  run kct_attach 110 python3 benchmarks/kernel_time_cost.py --configs fp16 --plain-runs 2 --window-runs 3 \
+      --plain-after 1 --new-runs 0 --attach-first --out "$OUT/kct_attach.json"
+fi
+if [ "$PART" = 13 ] || [ "$PART" = 14 ] || [ "$PART" = 15 ]; then
   run ab_gpu ${AB_LIMIT_S:-560} python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
       --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --slowdown ${AB_SLOWDOWN:-0.15} --json "$OUT/ab_gpu.json"
+fi
+if [ "$PART" = 15 ]; then
+  run ttv ${TTV_LIMIT_S:-110} python3 benchmarks/time_to_verdict.py --runs save --out "$OUT/ttv"
 fi
 if [ "$PART" = 10 ]; then
   # issue 19: does the process run slower once CUPTI was attached, kept (TEARDOWN_CUPTI=0) or detached (the plugin's default)?

@@ -152,12 +152,12 @@ def test_figures_that_moved_within_the_noise_make_one_warning_per_test(pytester,
     """
     pytester.makepyfile(test_n=body.format(a=100.0, b=10.0))
     run_quantperf("--quantperf-save=main").assert_outcomes(passed=1)
-    pytester.makepyfile(test_n=body.format(a=116.0, b=11.5))
+    pytester.makepyfile(test_n=body.format(a=160.0, b=16.0))
     r = run_quantperf("--quantperf-baseline=main", "--quantperf-json=n.json")
     r.assert_outcomes(passed=1)
     warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
     assert len(warned) == 1, warned
-    assert "latency_ms +16.0%, tpot_ms +15.0%" in warned[0] and "quantperf ab" in warned[0]
+    assert "latency_ms +60.0%, tpot_ms +60.0%" in warned[0] and "quantperf ab" in warned[0]
     assert "spread assumed: no run history yet" in warned[0] and "footprint_mb" not in warned[0]
     v = _verdicts(json.loads((pytester.path / "n.json").read_text()), "test_n.py::test_t")
     assert v[("baseline", "latency_ms")]["status"] == v[("baseline", "tpot_ms")]["status"] == "inconclusive"

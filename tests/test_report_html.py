@@ -59,7 +59,7 @@ def rich_report(tmp_path_factory) -> tuple[Path, dict]:
                              f"2026-11-0{day}T03:00:00Z", commit=f"c{day}"))
     base = st.load("main", "cpu-test-2c")[0]
     cur = _doc({ids[0]: _metrics(18), ids[1]: _metrics(70),
-                ids[2]: {**_metrics(18), "latency_ms": [60.0, 75.0]},
+                ids[2]: {**_metrics(18), "latency_ms": [70.0, 85.0]},
                 f"tests/test_gen.py::test_odd[{EVIL}]": {"latency_ms": [1.0, 1.1, 1.2]}},
                "2026-11-09T03:00:00Z", commit="c9")
     comp = compare_runs(base, cur)
