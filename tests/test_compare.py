@@ -130,9 +130,9 @@ def test_aa_noisy_samples_never_flag_a_regression():
         assert not v.gating
     assert "regression" not in statuses and "improvement" not in statuses
     # and it is not vacuous: changes beyond the tolerance happen in this noise and are held back,
-    # each saying how far it moved (a pass where the run's own samples were steady, else a warning)
-    assert held >= 3 and "inconclusive" in statuses
-    assert set(statuses) <= {"pass", "too_noisy", "inconclusive"}
+    # each saying how far it moved; none is a warning, since run-to-run drift covers each of them
+    assert held >= 3 and "inconclusive" not in statuses
+    assert set(statuses) <= {"pass", "too_noisy"}
 
 
 def test_clear_slowdown_is_a_gating_regression():
@@ -214,7 +214,9 @@ def test_only_clean_saves_of_the_baselines_own_commit_are_its_repeats():
     assert repeat_values(hist, "t.py::test_x", {"kind": "run", "git": None}) == {}
 
 
-def test_shift_under_heavy_noise_is_never_pass():
+def test_shift_under_heavy_noise_is_never_passed_silently():
+    """A +20% shift in runs whose own samples scatter 30%: a warning where more samples would settle
+    it, a pass only where the run-to-run drift alone covers it, and then saying how far it moved."""
     rng = np.random.default_rng(11)
     seen = set()
     for _ in range(50):
@@ -224,8 +226,9 @@ def test_shift_under_heavy_noise_is_never_pass():
         seen.add(v.status)
         if v.status == "inconclusive":
             assert v.detectable and v.detectable > 0.2
-    assert "pass" not in seen
-    assert seen <= {"inconclusive", "too_noisy", "regression"}
+        if v.status == "pass" and v.change > 0.1:
+            assert "worse, within what unchanged runs often move" in v.message and f"{v.change * 100:+.1f}%" in v.message
+    assert seen <= {"inconclusive", "too_noisy", "regression", "pass"}
     assert "inconclusive" in seen and "too_noisy" in seen
 
 

@@ -15,9 +15,10 @@ Rules (one verdict per metric of a test present in both runs):
   measured on the baseline's saved runs (``history``, three or more) or assumed from
   ``MetricInfo.run_spread``, and the verdict's ``evidence`` says which. Worse beyond tolerance
   within that noise is *inconclusive* (a warning naming the smallest change these runs tell
-  apart) when unchanged runs seldom move so far (``p < SUGGESTIVE_P``), else *pass*, its message
-  saying how far it moved: a warning on what unchanged code does every few runs teaches people to
-  skip warnings; a run whose own samples scatter more than twice the tolerance is *too_noisy*. The
+  apart) when unchanged runs seldom move so far (``p < SUGGESTIVE_P``) or the two runs' own
+  scattered samples, not the drift between runs, leave the change unknown (more samples would
+  settle it); else *pass*, its message saying how far it moved: a warning on what unchanged code
+  does every few runs teaches people to skip warnings; a run whose own samples scatter more than twice the tolerance is *too_noisy*. The
   same rules in the good direction give *improvement*; better beyond tolerance within the noise is
   *pass* (nothing to warn of, too little to claim), its message saying so. :func:`judge_test`
   then applies the kernel-time, GPU-clock and host-contention guards per model; they live in
@@ -249,10 +250,10 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
                 status = "regression" if worse else "improvement"
                 return _finish(nodeid, name, status, base, cur, tol,
                                detail=f"(p={rl.p_value:.3g}{ci_txt}; {spread})", **kw, **common)
-            # unchanged runs often move this far: only where this run's own samples are steady, so that
-            # run-to-run drift, not a scattered run, is what explains the change
+            # unchanged runs often move this far: where run-to-run drift, not the two runs' own scattered
+            # samples, is what leaves the change unknown (more samples would not settle it)
             often = (math.isfinite(rl.p_value) and rl.p_value >= SUGGESTIVE_P
-                     and (len(cs) < 3 or stats.rel_ci_halfwidth(cs) <= max(rel_tol, rl.spread)))
+                     and not rl.se_within > rl.se_runs)
             if worse and not often:
                 return _finish(nodeid, name, "inconclusive", base, cur, tol,
                                detail=(f"(unchanged runs seldom move this far, but within the noise at "

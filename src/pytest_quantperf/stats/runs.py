@@ -38,6 +38,10 @@ class RunLevelTest:
     #: the saved runs moved less than the prior: the prior stands (``measured`` is what they moved)
     floored: bool = False
     measured: float = math.nan
+    #: the two parts of the change's standard error (relative): what runs move by (``spread`` over
+    #: the runs compared) and what the two runs' own samples leave unknown; the larger one rules
+    se_runs: float = math.nan
+    se_within: float = math.nan
 
 
 def run_spread(run_values: Sequence[float]) -> float:
@@ -85,7 +89,7 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     k = len(reps) if len(reps) >= 2 else 1
     if k > 1:
         base = math.exp(statistics.fmean(math.log(x) for x in reps))
-    se = spread * math.sqrt(1 + 1 / k)
+    se_runs = se = spread * math.sqrt(1 + 1 / k)
     se_within = math.hypot(*(s if math.isfinite(s) else 0.0
                              for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
                                        _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
@@ -101,11 +105,12 @@ def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequen
     crit = float(ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
     if not (base > 0 and cur > 0):
         return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist), base, k,
-                            floored, measured)
+                            floored, measured, se_runs, se_within)
     d = math.log(cur / base)
     edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
     excess = abs(d) - edge
     p = float(sf(excess / se)) if math.isfinite(excess) else 1.0
     ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
     detectable = math.expm1(math.log1p(rel_tol) + crit * se)
-    return RunLevelTest(p, ci, detectable, spread, source, len(hist), base, k, floored, measured)
+    return RunLevelTest(p, ci, detectable, spread, source, len(hist), base, k, floored, measured, se_runs,
+                        se_within)
