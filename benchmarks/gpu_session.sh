@@ -12,6 +12,8 @@
 #   12: three saves, then GPU-side slowdowns only (--kinds gpuslow), storage kept in OUTDIR/store.tgz;
 #   13: quantperf ab with +15% host-side work, one trial, on the GPU;
 #   15: part 13, then the plugin's verdict on synthetic weights (save only), one call;
+#   16: the first full-length run of a process after the plugin's short warm-up, plain against profiled (two processes);
+#   17: does the core driving a CUDA decode set its wall clock (benchmarks/core_speed.py), then part 16;
 #   14: CUPTI's first attach: kernel_time_cost on fp16 in two fresh processes, without and with --attach-first, then part 13;
 #   each part fits one 600 s call)
 set -uo pipefail
@@ -73,6 +75,15 @@ fi
 if [ "$PART" = 13 ] || [ "$PART" = 14 ] || [ "$PART" = 15 ]; then
   run ab_gpu ${AB_LIMIT_S:-560} python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
       --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --slowdown ${AB_SLOWDOWN:-0.15} --json "$OUT/ab_gpu.json"
+fi
+if [ "$PART" = 17 ]; then
+  run core_speed ${CORE_LIMIT_S:-80} python3 benchmarks/core_speed.py --out "$OUT/core_speed.json"
+fi
+if [ "$PART" = 16 ] || [ "$PART" = 17 ]; then
+  for first in plain window; do
+    run kct_first_$first ${KCT_LIMIT_S:-100} python3 benchmarks/kernel_time_cost.py --configs fp16 --short-warmup 2 --first-full $first \
+        --plain-runs 2 --window-runs 2 --plain-after 0 --new-runs 0 --out "$OUT/kct_first_$first.json"
+  done
 fi
 if [ "$PART" = 15 ]; then
   run ttv ${TTV_LIMIT_S:-110} python3 benchmarks/time_to_verdict.py --runs save --out "$OUT/ttv"

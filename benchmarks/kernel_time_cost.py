@@ -58,14 +58,8 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
     def gen():
         return backend.run(prepared, a.new_tokens)
 
-    t = gen()  # cold: allocator, kernels, CUPTI-free
-    cold_s = t.end - t.start
-    plain = []
-    for _ in range(a.plain_runs):
-        t = gen()
-        plain.append(t.end - t.start)
-    out: dict = {"config": name, "load_s": load_s, "cold_s": cold_s, "plain_s": plain,
-                 "new_tokens": a.new_tokens, "prompt_tokens": backend.prompt_tokens(prepared)}
+    out: dict = {"config": name, "load_s": load_s, "new_tokens": a.new_tokens,
+                 "prompt_tokens": backend.prompt_tokens(prepared)}
 
     def profiled(path: str) -> dict:
         t1 = time.perf_counter()
@@ -92,6 +86,25 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
                 "prefill_ms": getattr(p, "prefill_ms", None), "decode_ms_per_step": getattr(p, "decode_ms_per_step", None),
                 "switch_s": getattr(p, "switch_ms", 0.0) / 1e3}
 
+    if a.short_warmup:  # as the plugin warms up: short generates, then the first full-length run
+        for _ in range(a.short_warmup):
+            backend.run(prepared, 4)
+        t1 = time.perf_counter()
+        if a.first_full == "window":
+            out["first_full"] = {"kind": "window", **windowed()}
+        else:
+            t = gen()
+            out["first_full"] = {"kind": "plain", "seconds": t.end - t.start}
+        out["first_full"]["total_s"] = time.perf_counter() - t1
+        out["cold_s"] = None
+    else:
+        t = gen()  # cold: allocator, kernels, CUPTI-free
+        out["cold_s"] = t.end - t.start
+    plain = []
+    for _ in range(a.plain_runs):
+        t = gen()
+        plain.append(t.end - t.start)
+    out["plain_s"] = plain
     if a.attach_first:  # does a profiled short generate first take the first window run's extra cost?
         from pytest_quantperf.gpu import kernel_time
 
@@ -160,6 +173,10 @@ def main(argv=None) -> int:
     ap.add_argument("--plain-after", type=int, default=2, help="plain generates after the windowed runs")
     ap.add_argument("--attach-first", action="store_true",
                     help="profile a 4-token generate before the windowed runs (CUPTI's first attach paid there)")
+    ap.add_argument("--short-warmup", type=int, default=0,
+                    help="N 4-token generates instead of the cold full-length one (the plugin's warm-up)")
+    ap.add_argument("--first-full", choices=("plain", "window"), default="plain",
+                    help="with --short-warmup: the first full-length run of the process, plain or profiled")
     ap.add_argument("--out", default=None, help="write the figures here as JSON")
     a = ap.parse_args(argv)
     import torch
@@ -202,7 +219,12 @@ def main(argv=None) -> int:
                   f"{f('window_vs_full_pct', '{:+.3f}%')} vs whole run, CV {f('window_cv_pct', '{:.3f}%')} "
                   f"over {len(r['window'])} runs, collect {statistics.median(x['collect_s'] for x in r['window']):.2f} s, "
                   f"{r['window'][0]['n_events']} events, profiler on/off {statistics.median(x['switch_s'] for x in r['window']):.2f} s")
-        print(f"{'':<8} load {r['load_s']:.1f} s, cold generate {r['cold_s']:.1f} s, plain runs "
+        if r.get("first_full"):
+            ff = r["first_full"]
+            print(f"{'':<8} after {a.short_warmup} 4-token warm-ups, the first full-length run ({ff['kind']}): "
+                  f"{ff['seconds']:.2f} s ({ff['seconds'] / s['plain_s']:.2f}x a later plain run)")
+        cold = f"{r['cold_s']:.1f} s" if r["cold_s"] is not None else "-"
+        print(f"{'':<8} load {r['load_s']:.1f} s, cold generate {cold}, plain runs "
               + ", ".join(f"{x:.2f}" for x in r["plain_s"]) + " s; after the windowed runs "
               + ", ".join(f"{x:.2f}" for x in r["plain_after_s"])
               + f" s ({f('after_over_before', '{:.2f}x')}); TEARDOWN_CUPTI={r['teardown_cupti']}")
