@@ -9,8 +9,10 @@ to the GPU's own (NVML's CPU affinity), would remove most of it.
 
 One process, one model: the main thread is pinned to each allowed CPU in turn (``sched_setaffinity``
 of the calling thread only: CUDA's and torch's other threads keep theirs) and times ``--runs``
-generates there; then unpinned runs. Prints per CPU its NUMA node, whether NVML names it near the
-GPU, and the median latency; and the spread between cores against the spread of unpinned runs::
+generates there; then unpinned runs, then runs pinned as ``--quantperf-pin-core=auto`` pins (the
+core fastest by ``host.core_probe`` each time). Prints per CPU its NUMA node, whether NVML names it
+near the GPU, the median latency and the probe's time before and after, their correlation, and the
+spread between cores against the spread of unpinned and of auto-pinned runs::
 
     PYTHONPATH=src python benchmarks/core_speed.py --out /tmp/core_speed.json
 """
@@ -67,24 +69,36 @@ def main(argv=None) -> int:
 
     for _ in range(3):  # warm: allocator, kernels
         latency_ms()
+    from pytest_quantperf.host import core_probe, pinned_thread
+
     near = _gpu_cpus()
     per_cpu = {}
     t0 = time.perf_counter()
+    probe_before = core_probe(allowed)  # what --quantperf-pin-core=auto ranks the cores by
     for cpu in allowed:
         os.sched_setaffinity(0, {cpu})
         per_cpu[cpu] = [latency_ms() for _ in range(a.runs)]
     os.sched_setaffinity(0, allowed)
+    probe_after = core_probe(allowed)
     unpinned = [latency_ms() for _ in range(a.unpinned)]
+    auto = []  # as the plugin pins: the fastest core by the probe at the start of each measurement
+    for _ in range(a.unpinned):
+        with pinned_thread("auto") as pin:
+            auto.append((pin.info["pinned_core"], latency_ms()))
     wall = time.perf_counter() - t0
 
     print(f"== {a.model} {a.quant}, {a.new_tokens} new tokens, on {a.device}; {len(allowed)} CPUs allowed; "
           f"NVML's CPUs near GPU 0: {sorted(near) if near is not None else 'unknown'} ==")
-    print(f"{'cpu':>4} {'node':>4} {'near':>5} {'median ms':>10}  runs")
+    print(f"{'cpu':>4} {'node':>4} {'near':>5} {'median ms':>10} {'probe us':>15}  runs")
     meds = {}
     for cpu, xs in per_cpu.items():
         meds[cpu] = statistics.median(xs)
         print(f"{cpu:>4} {str(_numa_node(cpu)):>4} {('yes' if near and cpu in near else '-'):>5} "
-              f"{meds[cpu]:>10.1f}  " + ", ".join(f"{x:.1f}" for x in xs))
+              f"{meds[cpu]:>10.1f} {probe_before[cpu]:>7.0f}/{probe_after[cpu]:<7.0f}  "
+              + ", ".join(f"{x:.1f}" for x in xs))
+    if len(allowed) > 2:
+        r = statistics.correlation([meds[c] for c in allowed], [(probe_before[c] + probe_after[c]) / 2 for c in allowed])
+        print(f"correlation of a core's decode latency with its probe time: {r:+.2f}")
     vals = sorted(meds.values())
     print(f"between cores: fastest {vals[0]:.1f} ms, slowest {vals[-1]:.1f} ms ({vals[-1] / vals[0]:.2f}x), "
           f"median {statistics.median(vals):.1f}")
@@ -97,11 +111,15 @@ def main(argv=None) -> int:
     print(f"unpinned: " + ", ".join(f"{x:.1f}" for x in unpinned)
           + f" ms (median {statistics.median(unpinned):.1f}, {max(unpinned) / min(unpinned):.2f}x max/min); "
           f"{wall:.1f} s in all")
+    al = [x for _, x in auto]
+    print("pinned to the probe's fastest core: " + ", ".join(f"{x:.1f} (CPU {c})" for c, x in auto)
+          + f" ms (median {statistics.median(al):.1f}, {max(al) / min(al):.2f}x max/min)")
     if a.out:
         with open(a.out, "w") as fh:
             json.dump({"model": a.model, "quant": a.quant, "new_tokens": a.new_tokens, "near_gpu": sorted(near or []),
                        "nodes": {c: _numa_node(c) for c in allowed}, "per_cpu_ms": per_cpu,
-                       "unpinned_ms": unpinned}, fh, indent=1)
+                       "unpinned_ms": unpinned, "probe_us": [probe_before, probe_after],
+                       "auto_pinned": auto}, fh, indent=1)
     return 0
 
 

@@ -14,6 +14,8 @@
 #   15: part 13, then the plugin's verdict on synthetic weights (save only), one call;
 #   16: the first full-length run of a process after the plugin's short warm-up, plain against profiled (two processes);
 #   17: does the core driving a CUDA decode set its wall clock (benchmarks/core_speed.py), then part 16;
+#   18: --quantperf-pin-core=auto against unpinned: the spread between pytest processes (three saves and four
+#       A/A compares each); for quantperf ab pinned, part 13 with PYTEST_ADDOPTS=--quantperf-pin-core=auto;
 #   14: CUPTI's first attach: kernel_time_cost on fp16 in two fresh processes, without and with --attach-first, then part 13;
 #   each part fits one 600 s call)
 set -uo pipefail
@@ -83,6 +85,13 @@ if [ "$PART" = 16 ] || [ "$PART" = 17 ]; then
   for first in plain window; do
     run kct_first_$first ${KCT_LIMIT_S:-100} python3 benchmarks/kernel_time_cost.py --configs fp16 --short-warmup 2 --first-full $first \
         --plain-runs 2 --window-runs 2 --plain-after 0 --new-runs 0 --out "$OUT/kct_first_$first.json"
+  done
+fi
+if [ "$PART" = 18 ]; then
+  for pin in off auto; do
+    run aa_pin_$pin 200 env PYTEST_ADDOPTS="--quantperf-pin-core=$pin" python3 benchmarks/aa_runs.py --device cuda \
+        --model synthetic:qwen2.5-1.5b --quant fp16 --new-tokens 16 --max-time 2 --history 3 --trials 4 --kinds aa \
+        --budget-s 150 --store /tmp/qp-store-$pin --json "$OUT/aa_pin_$pin.json"
   done
 fi
 if [ "$PART" = 15 ]; then

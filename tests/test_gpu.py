@@ -344,3 +344,16 @@ def test_measure_bandwidth_cuda():
     bw = gpu.measure_bandwidth_gbs("cuda:0", nbytes=256 << 20, repeats=5)
     print(f"device-to-device copy: {bw:.0f} GB/s")
     assert 200 < bw < 20000
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_pinned_measurement_says_where_it_ran_and_gives_the_thread_back():
+    from pytest_quantperf import models
+    from pytest_quantperf.measure import SamplingPlan, measure_generate
+
+    lm = models.load(models.make_spec("synthetic:smollm2-135m", device="cuda", quant="fp16"))
+    allowed = os.sched_getaffinity(0)
+    res = measure_generate(lm, ["The capital of France is"], 8, SamplingPlan(repeat=3, warmup=1, pin_core="auto"))
+    assert res.host["pinned_core"] in allowed and "driving thread pinned to CPU" in res.host["summary"]
+    assert os.sched_getaffinity(0) == allowed

@@ -6,6 +6,7 @@ test are part of "others" whoever else is there.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -124,3 +125,40 @@ def test_result_before_the_block_ends_is_an_error():
         hm.result
     with pytest.raises(ValueError, match="threads must be at least 1"):
         HostMeter(threads=0)
+
+
+def test_pin_core_takes_off_auto_or_a_cpu_number():
+    from pytest_quantperf.host import parse_pin
+
+    assert parse_pin(None) is None and parse_pin("off") is None and parse_pin(" OFF ") is None
+    assert parse_pin("auto") == "auto" and parse_pin("0") == 0 and parse_pin("3") == 3
+    for bad in ("fastest", "-1", "1.5"):
+        with pytest.raises(ValueError, match="off, auto or a CPU number"):
+            parse_pin(bad)
+
+
+def test_pinning_moves_only_the_calling_thread_and_gives_its_affinity_back():
+    import threading
+
+    from pytest_quantperf.host import core_probe, pinned_thread
+
+    allowed = os.sched_getaffinity(0)
+    probe = core_probe()
+    assert set(probe) == allowed and all(v > 0 for v in probe.values())
+    assert os.sched_getaffinity(0) == allowed  # the probe moved the thread and moved it back
+    seen = {}
+    with pinned_thread("auto") as pin:
+        seen["inside"] = os.sched_getaffinity(0)
+        t = threading.Thread(target=lambda: seen.setdefault("other", os.sched_getaffinity(0)))
+        t.start()
+        t.join()
+    core = pin.info["pinned_core"]
+    assert core in allowed and seen["inside"] == {core}
+    assert pin.info["probe_us"][str(core)] == min(pin.info["probe_us"].values())
+    assert os.sched_getaffinity(0) == allowed
+    # a thread started inside inherits the pin (why the plugin pins only once its model is loaded,
+    # and only on CUDA, where the CPU's own intra-op threads are not the work measured)
+    assert seen["other"] == {core}
+    with pinned_thread(max(allowed) + 1000) as pin:
+        assert os.sched_getaffinity(0) == allowed
+    assert pin.info["pinned_core"] is None and "not one of the allowed" in pin.info["why"]

@@ -124,7 +124,8 @@ def test_bad_options_are_usage_errors(pytester):
                       (["--quantperf-device=gpu"], "--quantperf-device: 'gpu' is not one of"),
                       (["--quantperf-repeat=0"], "repeat must be at least 1"),
                       (["--quantperf-save=../x"], "--quantperf-save"),
-                      (["--quantperf-export=csv:x"], "--quantperf-export")]:
+                      (["--quantperf-export=csv:x"], "--quantperf-export"),
+                      (["--quantperf-pin-core=fastest"], "--quantperf-pin-core must be off, auto or a CPU number")]:
         r = pytester.runpytest_subprocess(*args)
         assert r.ret == pytest.ExitCode.USAGE_ERROR, args
         assert msg in r.stderr.str(), (args, r.stderr.str())

@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 __all__ = ["QUIET", "CONTENDED", "TOO_BUSY", "STATES", "CONTENDED_AT", "TOO_BUSY_AT", "HostSample",
-           "HostMeter", "classify", "available_cores", "summarize", "describe"]
+           "HostMeter", "classify", "available_cores", "summarize", "describe", "parse_pin", "core_probe",
+           "pinned_thread"]
 
 QUIET, CONTENDED, TOO_BUSY = "quiet", "contended", "too_busy"
 STATES = (QUIET, CONTENDED, TOO_BUSY)
@@ -264,3 +265,85 @@ def describe(summary: Mapping[str, Any]) -> str:
     bad = counts.get(CONTENDED, 0) + counts.get(TOO_BUSY, 0)
     tail = f"; {bad} of {n} runs contended" if state != QUIET else ""
     return f"{state.replace('_', ' ')} (median {held}{tail})"
+
+
+# --- pinning the thread that drives a GPU -----------------------------------------------------
+# On the H200 runner a batch-1 decode of synthetic:qwen2.5-1.5b (kernels 3 ms of a ~25 ms token)
+# ran 312 ms on the fastest of its 16 cores and 662 ms on the slowest, each core keeping its pace
+# over three generates (benchmarks/core_speed.py, docs/gpu-results.md), and whole pytest processes
+# of one unchanged suite read 337, 470 and 671 ms: the scheduler's choice of core was most of the
+# drift between processes. Pinned, each measurement runs on the core that is fastest when it starts.
+
+
+def parse_pin(text: Any) -> int | str | None:
+    """``off`` (or empty) -> None, ``auto`` -> ``"auto"``, a CPU number -> that int; ValueError else."""
+    t = "off" if text is None else str(text).strip().lower()
+    if t in ("", "off", "no", "false"):
+        return None
+    if t == "auto":
+        return "auto"
+    try:
+        n = int(t)
+    except ValueError:
+        raise ValueError(f"pin-core must be off, auto or a CPU number, got {text!r}") from None
+    if n < 0:
+        raise ValueError(f"pin-core must be off, auto or a CPU number, got {text!r}")
+    return n
+
+
+def _spin(n: int = 20000) -> float:
+    """Seconds of a fixed pure-Python loop: the kind of work a decode's launch loop is made of."""
+    t = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i & 7
+    return time.perf_counter() - t
+
+
+def core_probe(cpus: Sequence[int] | None = None, reps: int = 5) -> dict[int, float]:
+    """Microseconds of :func:`_spin` on each CPU (the calling thread moved there; the fastest of
+    ``reps``, so the move itself is not counted). The thread's affinity is restored afterwards."""
+    cpus = list(cpus) if cpus is not None else available_cores()
+    before = os.sched_getaffinity(0)
+    out: dict[int, float] = {}
+    try:
+        for c in cpus:
+            os.sched_setaffinity(0, {c})
+            out[c] = min(_spin() for _ in range(max(reps, 1))) * 1e6
+    finally:
+        os.sched_setaffinity(0, before)
+    return out
+
+
+class pinned_thread:
+    """Pin the calling thread (only it: threads that exist keep their affinity) to one CPU for the
+    block, and restore its affinity after. ``pin``: a CPU number, or ``"auto"`` for the fastest by
+    :func:`core_probe` at entry. ``info`` says what was done, for results and reports; where the
+    platform cannot pin, or the CPU is not allowed, nothing is pinned and ``info`` says why."""
+
+    def __init__(self, pin: int | str):
+        self.pin = pin
+        self.info: dict[str, Any] = {}
+
+    def __enter__(self) -> "pinned_thread":
+        if not hasattr(os, "sched_setaffinity"):
+            self.info = {"pinned_core": None, "why": "this platform cannot pin a thread"}
+            return self
+        self._before = os.sched_getaffinity(0)
+        allowed = sorted(self._before)
+        if self.pin == "auto":
+            probe = core_probe(allowed)
+            core = min(probe, key=probe.get)
+            self.info = {"pinned_core": core, "probe_us": {str(c): round(v, 1) for c, v in probe.items()}}
+        elif self.pin in allowed:
+            core = int(self.pin)
+            self.info = {"pinned_core": core}
+        else:
+            self.info = {"pinned_core": None, "why": f"CPU {self.pin} is not one of the allowed {allowed}"}
+            return self
+        os.sched_setaffinity(0, {core})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if getattr(self, "_before", None) is not None:
+            os.sched_setaffinity(0, self._before)

@@ -51,6 +51,9 @@ class SamplingPlan:
     warmup_tokens: int = 4  # new tokens of a short warm-up generate: prefill plus a few decode steps
     gpu_time_runs: int = 1  # kernel time repeats to 0.05%: one profiled run gives the figure
     kernel_window: int = 8  # decode steps profiled (gpu/window.py); 0 profiles the whole generate
+    #: on CUDA, the CPU the driving thread is pinned to while measuring: None (not pinned), "auto"
+    #: (the fastest allowed core when the measurement starts) or a CPU number (host.pinned_thread)
+    pin_core: int | str | None = None
 
     @classmethod
     def parse(cls, repeat: str | int | None, warmup: str | int | None, **kw: Any) -> "SamplingPlan":
@@ -195,8 +198,19 @@ def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan:
         raise MeasurementError("generate needs at least one prompt")
     oom: str | None = None
     try:
-        return _measure(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bandwidth_gbs,
-                        gpu_time=gpu_time)
+        if plan.pin_core is None or not _cuda_devices(lm):  # the CPU's own threads are left as torch set them
+            return _measure(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bandwidth_gbs,
+                            gpu_time=gpu_time)
+        from .host import pinned_thread
+
+        with pinned_thread(plan.pin_core) as pin:
+            res = _measure(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bandwidth_gbs,
+                           gpu_time=gpu_time)
+        core = pin.info.get("pinned_core")
+        res.host = {**(res.host or {}), **pin.info}
+        res.host["summary"] = str(res.host.get("summary") or "") + (
+            f"; driving thread pinned to CPU {core}" if core is not None else f"; not pinned: {pin.info.get('why')}")
+        return res
     except Exception as e:
         oom = _oom_message(lm, e)
         if oom is None:

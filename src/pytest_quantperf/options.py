@@ -39,6 +39,9 @@ OPTIONS: tuple[Opt, ...] = (
         default="0.02", metavar="FRACTION"),
     Opt("max-time", "adaptive sampling stops after this many seconds of measured runs per measurement",
         default="10", metavar="SECONDS"),
+    Opt("pin-core", "on CUDA, pin the thread that drives the GPU to one CPU while measuring: off, auto (the "
+        "fastest allowed core when each measurement starts) or a CPU number; ignored on the CPU",
+        default="off", metavar="off|auto|N"),
     Opt("html", "write the HTML report here", metavar="PATH"),
     Opt("json", "write the JSON report here", metavar="PATH"),
     Opt("markdown", "write the Markdown report here (also appended to $GITHUB_STEP_SUMMARY when set)",

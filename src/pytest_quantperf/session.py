@@ -95,9 +95,15 @@ class Settings:
         except ValueError:
             raise SettingsError("--quantperf-target-ci must be a fraction in (0, 1) and --quantperf-max-time "
                                 "a positive number of seconds") from None
+        from .host import parse_pin
+
+        try:
+            pin = parse_pin(opts.get("pin_core"))
+        except ValueError as e:
+            raise SettingsError(f"--quantperf-{e}") from None
         try:
             plan = SamplingPlan.parse(opts.get("repeat"), opts.get("warmup"), target_rel_ci=target,
-                                      max_time_s=max_time)
+                                      max_time_s=max_time, pin_core=pin)
         except ValueError as e:
             raise SettingsError(f"--quantperf-{str(e).split()[0]}: {e}") from None
         exports = []
