@@ -32,7 +32,10 @@ def test_a_test_of_the_reference_alone_is_budgeted_and_saved(pytester, run_quant
     r.assert_outcomes(passed=1)
     doc = json.loads((pytester.path / "out2.json").read_text())
     v = _verdicts(doc, "test_fp.py::test_fp")
-    assert v[("baseline", "tokens_per_s")]["status"] in ("pass", "inconclusive", "improvement", "regression")
+    # a verdict against the saved figure (which one depends on the host: beside the other xdist worker
+    # the three samples of a run can scatter more than twice the tolerance)
+    assert v[("baseline", "tokens_per_s")]["status"] in ("pass", "inconclusive", "too_noisy", "improvement",
+                                                         "regression")
 
 
 def test_gpu_only_budgets_are_na_on_the_cpu(pytester, run_quantperf):
@@ -87,16 +90,17 @@ def test_unchanged_runs_print_no_warning(pytester, run_quantperf):
         assert v[("baseline", "footprint_mb")]["status"] == "pass"
         assert v[("baseline", "latency_ms")]["evidence"] == "assumed"
         # never a regression or an improvement: a timing figure that moved says it moved with the host
-        # or within what unchanged runs move (separate processes on this 2-core runner moved 28%)
+        # or farther than unchanged runs often move, within the noise (separate processes on this 2-core
+        # runner moved 28%)
         for (src, metric), x in v.items():
             if src == "baseline" and x["status"] != "pass":
                 assert x["status"] in ("inconclusive", "not_gated", "too_noisy"), (metric, x["message"])
                 # too noisy only because a neighbour shared the cores (the suite runs under xdist here)
                 assert x["status"] != "too_noisy" or "[host " in x["message"], (metric, x["message"])
                 assert x["status"] == "not_gated" or "host " in x["message"] \
-                    or "within what unchanged runs move" in x["message"], (metric, x["message"])
+                    or "but within the noise" in x["message"], (metric, x["message"])
         warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
-        assert all("host " in ln or "within what unchanged runs move" in ln for ln in warned), warned
+        assert all("host " in ln or "not told apart from the noise" in ln for ln in warned), warned
 
 
 def test_a_warn_only_run_that_breached_never_becomes_the_baseline(pytester, run_quantperf):

@@ -279,7 +279,7 @@ def test_inconclusive_and_accepted_states(pytester):
     r = run(pytester, "--quantperf-baseline=main", "--quantperf-json=r.json")
     assert r.ret == 0
     r.stdout.fnmatch_lines(["*latency_ms*11.55 ms*10.05*+14.9%*pass*", "*0 regressions, 0 inconclusive*"])
-    # +60%: farther than unchanged runs seldom move, still within the noise at 0.01 -> inconclusive
+    # +60%: farther than unchanged runs often move, still within the noise at 0.01 -> inconclusive
     pytester.makepyfile(test_suite="def test_few(quantperf):\n"
                                    "    quantperf.record('latency_ms', [16.0, 16.1], unit='ms')\n")
     r = run(pytester, "--quantperf-baseline=main", "--quantperf-json=r.json")

@@ -255,10 +255,11 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
             often = (math.isfinite(rl.p_value) and rl.p_value >= SUGGESTIVE_P
                      and not rl.se_within > rl.se_runs)
             if worse and not often:
+                why = ("unchanged runs seldom move this far" if not rl.p_value >= SUGGESTIVE_P
+                       else "the two runs' own samples scatter too much to tell")
                 return _finish(nodeid, name, "inconclusive", base, cur, tol,
-                               detail=(f"(unchanged runs seldom move this far, but within the noise at "
-                                       f"{alpha:g}: p={rl.p_value:.3g}{ci_txt}; {spread}; "
-                                       f"changes beyond {_pct(det)} are told apart)"), **kw, **common)
+                               detail=(f"({why}, but within the noise at {alpha:g}: p={rl.p_value:.3g}{ci_txt}; "
+                                       f"{spread}; changes beyond {_pct(det)} are told apart)"), **kw, **common)
         if len(cs) >= 3 and stats.rel_ci_halfwidth(cs) > 2 * max(rel_tol, rl.spread):
             return _finish(nodeid, name, "too_noisy", base, cur, tol,
                            detail=(f"(this run's {len(cs)} samples scatter ±"

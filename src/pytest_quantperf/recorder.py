@@ -320,7 +320,8 @@ def _moved(vs: Sequence[Any]) -> str:
 
 
 def _noise_warning(vs: Sequence[Any]) -> str:
-    """One warning per test for every figure that moved beyond tolerance within the noise.
+    """One warning per test for every figure that moved beyond tolerance within the noise: farther
+    than unchanged runs often move, or in runs whose own samples scatter too much to tell.
 
     They move together (latency, per-token time and tokens/s are one measurement), so one line
     says it, with what would settle it, instead of one line per figure.
@@ -331,6 +332,6 @@ def _noise_warning(vs: Sequence[Any]) -> str:
     spread = ("run-to-run spread assumed: no run history yet" if assumed
               else "run-to-run spread from the baseline's saved runs")
     told = f"; changes beyond {max(det) * 100:+.0f}% are told apart" if det else ""
-    return (f"inconclusive {moved}: beyond tolerance, within what unchanged runs move ({spread}{told}). "
+    return (f"inconclusive {moved}: beyond tolerance, not told apart from the noise ({spread}{told}). "
             "Save the baseline 3 or more times from one clean commit to measure this host's spread, "
             "or gate wall clock with `quantperf ab`.")
