@@ -70,8 +70,8 @@ HARDWARE_KINDS = ("timing", "gpu_timing", "energy")
 #: a worse timing change beyond tolerance but not significant is *inconclusive* (a warning) only when
 #: unchanged runs seldom move that far (one-sided p below this); at or above it the change is one that
 #: unchanged code shows at least one run in ten, and it passes, its message saying so. Unchanged
-#: quickstart pairs on the 2-core CPU runner moved +10% to +26% between processes (p 0.2-0.45 with
-#: one save), a warning on every other run that said nothing about the code
+#: quickstart pairs on the 2-core CPU runner moved -29% to +51% between processes (most at p 0.2-0.7
+#: with one save): before this rule, a warning on every other run that said nothing about the code
 SUGGESTIVE_P = 0.1
 
 @dataclass(frozen=True)
