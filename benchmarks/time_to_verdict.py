@@ -178,8 +178,10 @@ def phase_table(r: dict) -> dict:
     # transformers and starts CUDA) and what the test spent outside the fixture and the generate
     ph["fixture outside load"] = sum(t["fixture_s"] - t["load_s"] for t in tests)
     ph["outside fixture and generate"] = in_tests - sum(t["fixture_s"] + t["generate_s"] for t in tests)
-    # kernel time's own cost: each profiled run's excess over one timed run of the same config (the
-    # profiled run is also the config's full-length warm-up, which a plan without it still needs)
+    # each profiled run's excess over one timed run of the same config: an upper bound on kernel
+    # time's own cost, since the profiled run is also the config's first full-length generate, which
+    # a plan without it still pays (H200, fp16 7B: the first full-length run of a process took 10.13 s
+    # plain and 9.65 s profiled, later ones 3-5 s; docs/gpu-results.md)
     ph["profiled excess"] = sum(t["profiled_seconds"] - t["timed_seconds"] / max(t["runs"], 1)
                                 for t in tests if t.get("profiled_runs"))
     ph["_source"] = "run JSON" if have_json else "suite notes"
@@ -216,7 +218,8 @@ def print_run(r: dict) -> None:
     print(f"  of other in tests: fixture outside load {ph['fixture outside load']:.1f} (imports, CUDA start), "
           f"outside fixture and generate {ph['outside fixture and generate']:.1f}; "
           f"profiled runs' excess over a timed run {ph['profiled excess']:.1f} "
-          f"({100 * ph['profiled excess'] / ph['wall']:.0f}% of the wall)")
+          f"({100 * ph['profiled excess'] / ph['wall']:.0f}% of the wall; each is also its model's first "
+          "full-length generate, cold costs included)")
     print(f"whole wall, process start to exit: {ph['wall']:.1f} s")
 
 
