@@ -18,9 +18,10 @@ Rules (one verdict per metric of a test present in both runs):
   apart) when unchanged runs seldom move so far (``p < SUGGESTIVE_P``) or the two runs' own
   scattered samples, not the drift between runs, leave the change unknown (more samples would
   settle it); else *pass*, its message saying how far it moved: a warning on what unchanged code
-  does every few runs teaches people to skip warnings; a run whose own samples scatter more than twice the tolerance is *too_noisy*. The
-  same rules in the good direction give *improvement*; better beyond tolerance within the noise is
-  *pass* (nothing to warn of, too little to claim), its message saying so. :func:`judge_test`
+  does every few runs teaches people to skip warnings. A run whose own samples scatter more than
+  twice the tolerance is *too_noisy*. The same rules in the good direction give *improvement*;
+  better beyond tolerance within the noise is *pass* (nothing to warn of, too little to claim), its
+  message saying so. :func:`judge_test`
   then applies the kernel-time, GPU-clock and host-contention guards per model; they live in
   :mod:`guards` (re-exported here).
 * **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
