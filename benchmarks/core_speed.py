@@ -7,8 +7,8 @@ from that. If the core the launching thread lands on decides its speed (another 
 GPU's, a hyperthread sibling that is busy), pinning both sides of a comparison to the same cores, or
 to the GPU's own (NVML's CPU affinity), would remove most of it.
 
-One process, one model: the main thread is pinned to each allowed CPU in turn (``sched_setaffinity``
-of the calling thread only: CUDA's and torch's other threads keep theirs) and times ``--runs``
+One process, one model: the main thread is pinned to each allowed CPU in turn (``host.pinned_thread``,
+the calling thread only: CUDA's and torch's other threads keep theirs) and times ``--runs``
 generates there; then unpinned runs, then runs pinned as ``--quantperf-pin-core=auto`` pins (the
 core fastest by ``host.core_probe`` each time). Prints per CPU its NUMA node, whether NVML names it
 near the GPU, the median latency and the probe's time before and after, their correlation, and the
@@ -76,9 +76,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     probe_before = core_probe(allowed)  # what --quantperf-pin-core=auto ranks the cores by
     for cpu in allowed:
-        os.sched_setaffinity(0, {cpu})
-        per_cpu[cpu] = [latency_ms() for _ in range(a.runs)]
-    os.sched_setaffinity(0, allowed)
+        with pinned_thread(cpu):
+            per_cpu[cpu] = [latency_ms() for _ in range(a.runs)]
     probe_after = core_probe(allowed)
     unpinned = [latency_ms() for _ in range(a.unpinned)]
     auto = []  # as the plugin pins: the fastest core by the probe at the start of each measurement

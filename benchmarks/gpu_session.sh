@@ -11,12 +11,12 @@
 #   11: the plugin's verdict from a real checkpoint first, then the anchor with the rest of the call (.obwhl, .anchors);
 #   12: three saves, then GPU-side slowdowns only (--kinds gpuslow), storage kept in OUTDIR/store.tgz;
 #   13: quantperf ab with +15% host-side work, one trial, on the GPU;
+#   14: CUPTI's first attach: kernel_time_cost on fp16 in two fresh processes, without and with --attach-first, then part 13;
 #   15: part 13, then the plugin's verdict on synthetic weights (save only), one call;
 #   16: the first full-length run of a process after the plugin's short warm-up, plain against profiled (two processes);
 #   17: does the core driving a CUDA decode set its wall clock (benchmarks/core_speed.py), then part 16;
 #   18: --quantperf-pin-core=auto against unpinned: the spread between pytest processes (three saves and four
 #       A/A compares each); for quantperf ab pinned, part 13 with PYTEST_ADDOPTS=--quantperf-pin-core=auto;
-#   14: CUPTI's first attach: kernel_time_cost on fp16 in two fresh processes, without and with --attach-first, then part 13;
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"

@@ -58,6 +58,10 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
     def gen():
         return backend.run(prepared, a.new_tokens)
 
+    def gen_s() -> float:
+        t = gen()
+        return t.end - t.start
+
     out: dict = {"config": name, "load_s": load_s, "new_tokens": a.new_tokens,
                  "prompt_tokens": backend.prompt_tokens(prepared)}
 
@@ -93,17 +97,12 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
         if a.first_full == "window":
             out["first_full"] = {"kind": "window", **windowed()}
         else:
-            t = gen()
-            out["first_full"] = {"kind": "plain", "seconds": t.end - t.start}
+            out["first_full"] = {"kind": "plain", "seconds": gen_s()}
         out["first_full"]["total_s"] = time.perf_counter() - t1
         out["cold_s"] = None
     else:
-        t = gen()  # cold: allocator, kernels, CUPTI-free
-        out["cold_s"] = t.end - t.start
-    plain = []
-    for _ in range(a.plain_runs):
-        t = gen()
-        plain.append(t.end - t.start)
+        out["cold_s"] = gen_s()  # cold: allocator, kernels, CUPTI-free
+    plain = [gen_s() for _ in range(a.plain_runs)]
     out["plain_s"] = plain
     if a.attach_first:  # does a profiled short generate first take the first window run's extra cost?
         from pytest_quantperf.gpu import kernel_time
@@ -118,10 +117,7 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
     # and old paths last, so their heavier profiling touches no figure but their own.
     out["window"] = [windowed() for _ in range(a.window_runs)]
     out["teardown_cupti"] = os.environ.get("TEARDOWN_CUPTI")  # as the profiling left it
-    after = []
-    for _ in range(a.plain_after):
-        t = gen()
-        after.append(t.end - t.start)
+    after = [gen_s() for _ in range(a.plain_after)]
     out["plain_after_s"] = after
     out["new"] = [profiled(gpu.PATH_RAW) for _ in range(a.new_runs)]
     out["old"] = [profiled(gpu.PATH_PROFILER) for _ in range(a.old_runs)] if cuda else []

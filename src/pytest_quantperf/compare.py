@@ -21,9 +21,8 @@ Rules (one verdict per metric of a test present in both runs):
   does every few runs teaches people to skip warnings. A run whose own samples scatter more than
   twice the tolerance is *too_noisy*. The same rules in the good direction give *improvement*;
   better beyond tolerance within the noise is *pass* (nothing to warn of, too little to claim), its
-  message saying so. :func:`judge_test`
-  then applies the kernel-time, GPU-clock and host-contention guards per model; they live in
-  :mod:`guards` (re-exported here).
+  message saying so. :func:`judge_test` then applies the kernel-time, GPU-clock and
+  host-contention guards per model; they live in :mod:`guards` (re-exported here).
 * **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
   holds) are shown as ``not_gated``.
 * **Memory and exact kinds** (``memory``, ``exact``): deterministic, compared directly: beyond
@@ -251,12 +250,12 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
                 status = "regression" if worse else "improvement"
                 return _finish(nodeid, name, status, base, cur, tol,
                                detail=f"(p={rl.p_value:.3g}{ci_txt}; {spread})", **kw, **common)
-            # unchanged runs often move this far: where run-to-run drift, not the two runs' own scattered
-            # samples, is what leaves the change unknown (more samples would not settle it)
-            often = (math.isfinite(rl.p_value) and rl.p_value >= SUGGESTIVE_P
-                     and not rl.se_within > rl.se_runs)
-            if worse and not often:
-                why = ("unchanged runs seldom move this far" if not rl.p_value >= SUGGESTIVE_P
+            # a pass when unchanged runs often move this far and run-to-run drift, not the two runs' own
+            # scattered samples, is what leaves the change unknown (more samples would not settle it)
+            seldom = not (math.isfinite(rl.p_value) and rl.p_value >= SUGGESTIVE_P)
+            scattered = rl.se_within > rl.se_runs
+            if worse and (seldom or scattered):
+                why = ("unchanged runs seldom move this far" if seldom
                        else "the two runs' own samples scatter too much to tell")
                 return _finish(nodeid, name, "inconclusive", base, cur, tol,
                                detail=(f"({why}, but within the noise at {alpha:g}: p={rl.p_value:.3g}{ci_txt}; "

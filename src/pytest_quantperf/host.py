@@ -324,13 +324,14 @@ class pinned_thread:
     def __init__(self, pin: int | str):
         self.pin = pin
         self.info: dict[str, Any] = {}
+        self._before: set[int] | None = None  # the affinity to give back, once pinned
 
     def __enter__(self) -> "pinned_thread":
         if not hasattr(os, "sched_setaffinity"):
             self.info = {"pinned_core": None, "why": "this platform cannot pin a thread"}
             return self
-        self._before = os.sched_getaffinity(0)
-        allowed = sorted(self._before)
+        before = os.sched_getaffinity(0)
+        allowed = sorted(before)
         if self.pin == "auto":
             probe = core_probe(allowed)
             core = min(probe, key=probe.get)
@@ -342,8 +343,10 @@ class pinned_thread:
             self.info = {"pinned_core": None, "why": f"CPU {self.pin} is not one of the allowed {allowed}"}
             return self
         os.sched_setaffinity(0, {core})
+        self._before = before
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if getattr(self, "_before", None) is not None:
+        if self._before is not None:
             os.sched_setaffinity(0, self._before)
+            self._before = None
