@@ -17,6 +17,7 @@
 #   17: does the core driving a CUDA decode set its wall clock (benchmarks/core_speed.py), then part 16;
 #   18: --quantperf-pin-core=auto against unpinned: the spread between pytest processes (three saves and four
 #       A/A compares each); for quantperf ab pinned, part 13 with PYTEST_ADDOPTS=--quantperf-pin-core=auto;
+#   19: benchmarks/core_speed.py alone (per-core decode latency, the probe's pick against it);
 #   each part fits one 600 s call)
 set -uo pipefail
 PART=${1:-1}; OUT=${2:-${OUT:-/tmp/qp-out}}; mkdir -p "$OUT"
@@ -78,7 +79,7 @@ if [ "$PART" = 13 ] || [ "$PART" = 14 ] || [ "$PART" = 15 ]; then
   run ab_gpu ${AB_LIMIT_S:-560} python3 benchmarks/ab_trials.py --device cuda --model synthetic:qwen2.5-1.5b --quant fp16 \
       --new-tokens 16 --max-time 2 --trials 1 --kinds ${AB_KINDS:-slow} --slowdown ${AB_SLOWDOWN:-0.15} --json "$OUT/ab_gpu.json"
 fi
-if [ "$PART" = 17 ]; then
+if [ "$PART" = 17 ] || [ "$PART" = 19 ]; then
   run core_speed ${CORE_LIMIT_S:-80} python3 benchmarks/core_speed.py --out "$OUT/core_speed.json"
 fi
 if [ "$PART" = 16 ] || [ "$PART" = 17 ]; then
