@@ -79,20 +79,25 @@ def main(argv=None) -> int:
                 if spinner is not None:
                     spinner.kill()
                     spinner.wait()
-            verdicts = {}
+            verdicts, per_round = {}, {}
             try:
                 doc = json.load(open(out))
                 for v in doc.get("verdicts", []):
                     if v.get("metric") in ("latency_ms", "tpot_ms", "tokens_per_s", "ttft_ms"):
                         verdicts[v["metric"]] = (v.get("status"), v.get("change"))
+                        per_round[v["metric"]] = {"p": v.get("p_value"), "round_changes": v.get("round_changes")}
             except Exception as e:  # noqa: BLE001 - a trial without its JSON is reported as such
                 verdicts = {"error": f"{type(e).__name__}: {e}; {p.stdout[-300:]} (its progress is above)"}
             rows.append({"kind": kind, "trial": trial, "rc": p.returncode, "wall_s": time.time() - t0,
-                         "verdicts": verdicts})
+                         "verdicts": verdicts, "per_round": per_round})
             print(f"{kind:5} {trial}: rc={p.returncode} {time.time() - t0:.0f} s "
                   + ", ".join(f"{m} {s}" + (f" {c * 100:+.1f}%" if isinstance(c, float) else "")
                               for m, (s, c) in verdicts.items() if m != "error")
                   + (f" {verdicts['error']}" if "error" in verdicts else ""), flush=True)
+            lat = per_round.get("latency_ms") or {}
+            if lat.get("round_changes"):
+                print("        latency_ms by round: " + " ".join(f"{c * 100:+.0f}%" for c in lat["round_changes"])
+                      + (f"; p={lat['p']:.3g}" if isinstance(lat.get("p"), float) else ""), flush=True)
     print("\n== quantperf ab, base HEAD against the working tree ==")
     for kind in sorted({r["kind"] for r in rows}):
         rs = [r for r in rows if r["kind"] == kind]
