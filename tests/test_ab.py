@@ -157,6 +157,54 @@ def test_direction_comes_from_the_metric() -> None:
     assert ab.judge_metric("t::a", "tokens_per_s", slow, base, TOL10).status == "improvement"
 
 
+def test_the_second_look_spends_only_what_the_first_left_of_alpha() -> None:
+    from itertools import product
+
+    from scipy import stats as st
+
+    from pytest_quantperf import stats
+
+    # the first look's real size is the largest exact signed-rank tail below alpha (checked against scipy)
+    for n in (7, 9):
+        ps = {st.wilcoxon([s * (i + 1) for i, s in enumerate(signs)], alternative="greater", method="exact").pvalue
+              for signs in product((1, -1), repeat=n)}
+        assert stats.signed_rank_size(n, 0.01) == pytest.approx(max(p for p in ps if p < 0.01))
+    assert stats.signed_rank_size(7, 0.01) == 2 ** -7
+    assert ab.second_look_alpha(7, 0.01) == pytest.approx(0.01 - 2 ** -7)  # 0.0022
+    assert ab.second_look_alpha(6, 0.01) == 0.0  # the within-round test's p is continuous: nothing is left
+    assert ab.rounds_for_alpha(ab.second_look_alpha(7, 0.01)) == 9
+
+
+def _doc(metrics: dict[str, Metric]) -> dict:
+    return {"tests": {"t.py::x": {"metrics": {k: m.to_dict() for k, m in metrics.items()}}}}
+
+
+def test_a_figure_seven_rounds_leave_undecided_is_judged_again_over_all_rounds() -> None:
+    # +20% in six rounds, one round the other way: seven rounds cannot decide (p = 2/128)
+    first_b, first_h = _rounds([5.0] * 7, n=3), _rounds([6.0] * 6 + [4.9], n=3)
+    mem = Metric("vram_mb", 100.0, "MiB", "lower", "memory")
+    fast = _rounds([5.0] * 14, n=3, name="other_ms")
+    base_docs = [_doc({"step_ms": b, "vram_mb": mem, "other_ms": o}) for b, o in zip(first_b + _rounds([5.0] * 7, n=3), fast)]
+    more_h = _rounds([6.0 + 0.01 * i for i in range(7)], n=3)
+    head_docs = [_doc({"step_ms": h, "vram_mb": mem, "other_ms": o}) for h, o in zip(first_h + more_h, fast)]
+    first = ab.judge_rounds(base_docs[:7], head_docs[:7])
+    got = {v.metric: v for v in first}
+    assert got["step_ms"].status == "inconclusive" and got["other_ms"].status == "pass"
+    assert [v.metric for v in ab.undecided(first)] == ["step_ms"]  # the memory figure is never undecided here
+    a2 = ab.second_look_alpha(7, 0.01)
+    later = ab.judge_rounds(base_docs, head_docs, alpha=a2)
+    merged = {v.metric: v for v in ab.second_look(first, later, 7, a2, 0.01)}
+    step = merged["step_ms"]
+    assert step.status == "regression" and step.rounds == 14 and step.p_value < a2
+    assert "second look: 7 rounds left it inconclusive" in step.message and "keep alpha 0.01" in step.message
+    assert merged["other_ms"] is got["other_ms"] and merged["vram_mb"] is got["vram_mb"]  # decided once
+    # four of the fourteen rounds the other way: the second look cannot tell it apart either
+    worse_h = _rounds([6.0] * 4 + [4.9] * 3, n=3)
+    later = ab.judge_rounds(base_docs, [_doc({"step_ms": h, "vram_mb": mem, "other_ms": o})
+                                        for h, o in zip(first_h + worse_h, fast)], alpha=a2)
+    assert {v.metric: v for v in ab.second_look(first, later, 7, a2, 0.01)}["step_ms"].status == "inconclusive"
+
+
 def test_deterministic_kinds_need_every_round_to_agree() -> None:
     def mem(values: list[float]) -> list[Metric]:
         return [Metric("vram_mb", v, "MiB", "lower", "memory") for v in values]
@@ -299,13 +347,96 @@ def test_usage_errors_exit_2_and_say_what_to_do(repo: Path, tmp_path: Path, monk
     assert ab.main(["--rounds", "3"]) == 2  # --base is required (argparse prints the usage)
     capsys.readouterr()
 
+    # a second look that cannot work is refused before any run
+    assert ab.main(["--base", "HEAD", "--rounds", "3", "--max-rounds", "6"]) == 2
+    assert "needs --rounds of at least 7" in capsys.readouterr().err
+    assert ab.main(["--base", "HEAD", "--rounds", "7", "--max-rounds", "8"]) == 2
+    assert "--max-rounds 9 or more" in capsys.readouterr().err
+    assert ab.main(["--base", "HEAD", "--rounds", "7", "--max-rounds", "5"]) == 2
+    assert "below --rounds" in capsys.readouterr().err
+
     # pytest cannot run: the error shows the tail of its output, and the worktree is removed; without
     # --rounds the plan is the 7 rounds a verdict across rounds needs at alpha 0.01
     assert ab.main(["--base", "HEAD", "--", *PYTEST_ARGS, "--no-such-option"]) == 2
     err = capsys.readouterr().err
     assert "pytest could not run the suite on the base side" in err and "--no-such-option" in err
-    assert "7 rounds, 14 pytest runs" in err
+    assert "7 rounds, 14 pytest runs (up to 14 rounds if a timing figure is left undecided)" in err
     assert len(_worktrees(repo)) == 1
+
+
+@pytest.mark.slow
+def test_rounds_go_on_in_the_same_alternation_while_a_figure_is_undecided(repo: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)
+    msgs: list[str] = []
+    seen: list[int] = []
+
+    def extend(base_docs: list, head_docs: list) -> str | None:
+        seen.append(len(base_docs))
+        return "step_ms +0.0%"
+
+    base_docs, head_docs, info = ab.run_ab("HEAD", PYTEST_ARGS, rounds=1, max_rounds=3, extend=extend,
+                                           echo=msgs.append)
+    assert seen == [1] and info["first_rounds"] == 1 and info["rounds"] == 3
+    assert len(base_docs) == len(head_docs) == 3
+    assert [(r["round"], r["side"]) for r in info["runs"]] == [
+        (1, "base"), (1, "head"), (2, "head"), (2, "base"), (3, "base"), (3, "head")]
+    assert any("1 round left step_ms +0.0% undecided; 2 more rounds, 3 in all" in m for m in msgs), msgs
+    # nothing undecided: the first rounds are all
+    _, _, info = ab.run_ab("HEAD", PYTEST_ARGS, rounds=1, max_rounds=3, extend=lambda b, h: None, echo=msgs.append)
+    assert info["rounds"] == 1
+
+
+FLIP = '''\
+import pathlib
+import time
+
+
+def _busy(ms):
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+
+
+def test_step(quantperf):
+    # the head alternates between 2.5x slower and 2x faster than the base, run by run
+    count = pathlib.Path(__file__).with_name("count.txt")
+    n = int(count.read_text()) if count.exists() else 0
+    count.write_text(str(n + 1))
+    samples = []
+    for _ in range(20):
+        t = time.perf_counter()
+        _busy(5 if n % 2 == 0 else 1)
+        samples.append((time.perf_counter() - t) * 1000)
+    quantperf.record("step_ms", samples, unit="ms")
+'''
+
+
+@pytest.mark.slow
+def test_seven_rounds_that_disagree_get_a_second_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "flip"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "ab@example.com")
+    _git(root, "config", "user.name", "A B")
+    (root / "test_speed.py").write_text(SUITE.format(extra=""))
+    _git(root, "add", "test_speed.py")
+    _git(root, "commit", "-q", "-m", "A: busy loop")
+    (root / "test_speed.py").write_text(FLIP)  # the working tree: uncommitted
+    monkeypatch.chdir(root)
+    out = tmp_path / "ab.json"
+    rc = ab.main(["--base", "HEAD", "--rounds", "7", "--max-rounds", "9", "--json", str(out), "--", *PYTEST_ARGS])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.out + cap.err
+    assert "7 rounds left step_ms" in cap.err and "2 more rounds, 9 in all" in cap.err
+    doc = json.loads(out.read_text())
+    assert (doc["first_rounds"], doc["rounds"], doc["max_rounds"]) == (7, 9, 9)
+    assert doc["second_look_alpha"] == pytest.approx(0.01 - 2 ** -7)
+    assert len(doc["runs"]) == 18 and [r["side"] for r in doc["runs"][-4:]] == ["head", "base", "base", "head"]
+    (v,) = [v for v in doc["verdicts"] if v["metric"] == "step_ms"]
+    assert v["status"] == "inconclusive" and v["rounds"] == 9 and "second look: 7 rounds left it" in v["message"]
+    assert "7 rounds, then 2 more for the undecided figures at p < 0.0022" in cap.out
 
 
 def test_keep_worktree_leaves_it_for_inspection(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

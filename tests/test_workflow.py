@@ -65,5 +65,11 @@ def test_pull_requests_gate_wall_clock_with_quantperf_ab():
     rounds = args[args.index("--rounds") + 1]
     job_env = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]["quantperf"]["env"]
     assert rounds == '$QUANTPERF_AB_ROUNDS' and int(job_env["QUANTPERF_AB_ROUNDS"]) >= 7
+    # with --rounds given, a second look over more rounds must be asked for, and must be one that can work
+    assert args[args.index("--max-rounds") + 1] == '$QUANTPERF_AB_MAX_ROUNDS'
+    from pytest_quantperf.stats import rounds_for_alpha, second_look_alpha
+
+    first, most = int(job_env["QUANTPERF_AB_ROUNDS"]), int(job_env["QUANTPERF_AB_MAX_ROUNDS"])
+    assert most >= rounds_for_alpha(second_look_alpha(first, 0.01)), "--max-rounds too few for a second look"
     checkout = next(s for s in steps if str(s.get("uses", "")).startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0, "quantperf ab needs the base commit in the clone"

@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 
 from .abrun import ABError, RunLog, Tree, format_host_table, measured_host, run_ab, run_host_state
-from .abverdict import STATUSES, ABVerdict, format_table, judge_metric, judge_rounds
+from .abverdict import STATUSES, ABVerdict, format_table, judge_metric, judge_rounds, second_look, undecided
 from .cli.ab import PROG, main
-from .stats import DEFAULT_ALPHA, rounds_for_alpha, stratified_rank_p
+from .stats import DEFAULT_ALPHA, rounds_for_alpha, second_look_alpha, stratified_rank_p
 
 __all__ = ["ABError", "ABVerdict", "judge_metric", "judge_rounds", "rounds_for_alpha", "run_ab",
            "format_table", "format_host_table", "run_host_state", "stratified_rank_p", "main", "DEFAULT_ALPHA",
-           "measured_host", "RunLog", "Tree", "STATUSES", "PROG"]
+           "measured_host", "RunLog", "Tree", "STATUSES", "PROG", "second_look", "undecided", "second_look_alpha"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

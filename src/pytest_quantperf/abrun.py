@@ -22,7 +22,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import host as _host
 from .envinfo import git_process
@@ -174,12 +174,17 @@ def _resolve(cwd: Path, ref: str) -> tuple[Path, str, Path]:
 
 def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = None, cwd: str | os.PathLike[str] | None = None,
            pythonpath: Sequence[str] | None = None, keep_worktree: bool = False,
-           echo: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+           echo: Any = None, max_rounds: int | None = None,
+           extend: Callable[[list[dict[str, Any]], list[dict[str, Any]]], str | None] | None = None,
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Run the suite ``rounds`` times on each side, interleaved; ``(base_docs, head_docs, info)``.
 
     Round ``i`` runs base then head when ``i`` is odd, head then base when even, so a slow
     drift of the machine favours neither side.  ``rounds`` defaults to :func:`rounds_for_alpha`
-    at alpha 0.01 (7): the fewest at which the test across rounds can decide.  Each entry of
+    at alpha 0.01 (7): the fewest at which the test across rounds can decide.  After those,
+    ``extend(base_docs, head_docs)`` may name what they left undecided; then rounds go on, in
+    the same alternation, up to ``max_rounds`` in all (``info["first_rounds"]`` and
+    ``info["rounds"]`` say how many ran).  Each entry of
     ``info["runs"]`` carries ``host``, what the run had of the machine (:mod:`host`), and
     ``host_measured`` when the run recorded host figures itself.  ``pythonpath`` entries (relative to each tree's
     root; default ``src`` when the repository has one) are prepended to ``PYTHONPATH`` so a
@@ -210,17 +215,32 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
                           f"a folder both commits have (e.g. the repository root)")
         echo(f"quantperf ab: base {base_ref} ({base_commit[:10]}) vs working tree ({head_commit[:10]}"
              f"{', with uncommitted changes' if dirty else ''}); {rounds} round{'s' if rounds != 1 else ''}, "
-             f"{2 * rounds} pytest runs")
+             f"{2 * rounds} pytest runs"
+             + (f" (up to {max_rounds} rounds if a timing figure is left undecided)"
+                if extend is not None and (max_rounds or 0) > rounds else ""))
         base_docs: list[dict[str, Any]] = []
         head_docs: list[dict[str, Any]] = []
-        for i in range(1, rounds + 1):
-            order = (base, head) if i % 2 == 1 else (head, base)
-            for tree in order:
-                doc = _run_pytest(tree, pytest_args, tmp / f"{tree.label}-{i}.json", pythonpath, i, log, echo)
-                (base_docs if tree is base else head_docs).append(doc)
+
+        def run_rounds(first: int, last: int) -> None:
+            for i in range(first, last + 1):
+                order = (base, head) if i % 2 == 1 else (head, base)
+                for tree in order:
+                    doc = _run_pytest(tree, pytest_args, tmp / f"{tree.label}-{i}.json", pythonpath, i, log, echo)
+                    (base_docs if tree is base else head_docs).append(doc)
+
+        run_rounds(1, rounds)
+        ran = rounds
+        why = extend(base_docs, head_docs) if extend is not None and (max_rounds or 0) > rounds else None
+        if why:
+            assert max_rounds is not None
+            more = max_rounds - rounds
+            echo(f"quantperf ab: {rounds} round{'s' if rounds != 1 else ''} left {why} undecided; {more} more "
+                 f"round{'s' if more != 1 else ''}, {max_rounds} in all")
+            run_rounds(rounds + 1, max_rounds)
+            ran = max_rounds
         info = {"base": {"ref": base_ref, "commit": base_commit}, "head": {"commit": head_commit, "dirty": dirty},
-                "rounds": rounds, "pytest_args": list(pytest_args), "cwd": str(rel), "pythonpath": list(pythonpath),
-                "runs": log.runs}
+                "rounds": ran, "first_rounds": rounds, "pytest_args": list(pytest_args), "cwd": str(rel),
+                "pythonpath": list(pythonpath), "runs": log.runs}
         if keep_worktree:
             info["worktree"] = str(wt)
         return base_docs, head_docs, info

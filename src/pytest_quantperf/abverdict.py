@@ -18,7 +18,7 @@ from .compare import STAT_KINDS, Tolerance, compare_metric, tolerance_for
 from .results import HIGHER, LOWER, Metric, metric_info
 from .stats import DEFAULT_ALPHA, rounds_for_alpha
 
-__all__ = ["ABVerdict", "STATUSES", "judge_metric", "judge_rounds", "format_table"]
+__all__ = ["ABVerdict", "STATUSES", "judge_metric", "judge_rounds", "undecided", "second_look", "format_table"]
 
 STATUSES = ("pass", "improvement", "regression", "inconclusive", "new", "gone", "not_gated")
 
@@ -262,6 +262,39 @@ def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Map
                              change=None, tolerance=tol.text, rounds=0, unit=m.unit, better=m.better,
                              kind=m.kind, message=f"{name}: {status} (measured on "
                              f"{'the head only' if status == 'new' else 'the base only' if status == 'gone' else 'each side in different rounds'})"))
+    return out
+
+
+# --------------------------------------------------------------------------- a second look over more rounds
+
+def undecided(verdicts: Sequence[ABVerdict]) -> list[ABVerdict]:
+    """The timing figures the rounds so far left *inconclusive* (beyond tolerance, not significant):
+    what more rounds could settle.  Deterministic kinds are left out: each round already says all
+    they can."""
+    return [v for v in verdicts if v.status == "inconclusive" and v.kind in STAT_KINDS]
+
+
+def second_look(first: Sequence[ABVerdict], later: Sequence[ABVerdict], first_rounds: int,
+                later_alpha: float, alpha: float) -> list[ABVerdict]:
+    """The verdicts after a second look: ``first`` judged on the first ``first_rounds`` rounds at
+    ``alpha``, ``later`` on every round at ``later_alpha`` (:func:`stats.second_look_alpha`).
+
+    Only the figures :func:`undecided` names take the later verdict; every other keeps the first
+    one, so a figure decided on the first rounds is never judged twice.  A false alarm then needs
+    ``p < alpha`` at the first look or ``p < later_alpha`` at the second, which together happen at
+    most ``alpha`` of the time when nothing changed.
+    """
+    again = {(v.nodeid, v.metric) for v in undecided(first)}
+    by_key = {(v.nodeid, v.metric): v for v in later}
+    out = []
+    for v in first:
+        w = by_key.get((v.nodeid, v.metric))
+        if (v.nodeid, v.metric) not in again or w is None:
+            out.append(v)
+            continue
+        out.append(replace(w, message=w.message + f" [second look: {first_rounds} rounds left it {v.status} "
+                                                  f"({_pct(v.change)}); over {w.rounds} rounds significance is "
+                                                  f"p < {later_alpha:.2g}, so the two looks keep alpha {alpha:g}]"))
     return out
 
 

@@ -29,11 +29,15 @@ DESCRIPTION = ("Measure the suite on a base commit (a temporary git worktree) an
 EPILOG = """\
 Everything after -- goes to pytest, e.g.:
   quantperf ab --base origin/main -- tests/perf -q -k generate
-Cost: 2 x ROUNDS pytest runs (the suite's full time each; 14 at the default 7 rounds).
+Cost: 2 x ROUNDS pytest runs (the suite's full time each; 14 at the default 7 rounds, and up
+to 28 when those 7 leave a timing figure inconclusive: see --max-rounds).
 Verdicts: regression (exit 1), improvement, inconclusive (beyond tolerance, not significant:
 add rounds), pass. From 7 rounds on (at --alpha 0.01) significance comes from a signed-rank
 test across rounds, the rounds being the independent units; with fewer, from a rank test of the
-samples within each round, and every round must move the same way.
+samples within each round, and every round must move the same way. Seven rounds decide only
+when every round moved one way (p = 1/128); a figure they leave undecided is judged again over
+all 14 rounds at p < 0.0022, what the first look left of alpha, so both looks together keep
+the false-alarm rate at most alpha.
 Each run's host load is measured and shown, and the timing verdicts name the rounds whose
 host was contended or too busy to measure."""
 
@@ -52,6 +56,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="rounds; each runs the suite once per side (default: the fewest at which the test "
                         "across rounds can decide, 7 at --alpha 0.01)")
+    p.add_argument("--max-rounds", type=int, default=None, metavar="M",
+                   help="when the first rounds leave a timing figure inconclusive, run more rounds, up to M "
+                        "in all, and judge that figure again over all of them at what the first look left of "
+                        "alpha (default: twice the default rounds, 14; with --rounds given, --rounds: no "
+                        "second look)")
     p.add_argument("--tolerance", default=argparse.SUPPRESS, metavar="SPEC",
                    help="tolerances, e.g. tokens_per_s=5%%,step_ms=10%% (defaults per metric)")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default 0.01)")
@@ -110,6 +119,39 @@ def _summary(verdicts: Sequence[Any]) -> dict[str, int]:
     return counts
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 100:+.1f}%"
+
+
+def _plan(args: argparse.Namespace, rounds_for_alpha: Any, second_look_alpha: Any) -> tuple[int, int, float]:
+    """``(rounds, max_rounds, later_alpha)`` from the options; ABError where they cannot work together.
+
+    Without ``--rounds`` the first look is the fewest rounds that can decide (7 at 0.01) and the
+    second may double them; with ``--rounds N`` the run is N rounds unless ``--max-rounds`` asks
+    for more.  The second look needs enough rounds for the signed-rank test to reach what the
+    first left of alpha (9 at 0.0022).
+    """
+    from ..abrun import ABError
+
+    rounds = args.rounds if args.rounds is not None else rounds_for_alpha(args.alpha)
+    max_rounds = args.max_rounds
+    if max_rounds is None:
+        max_rounds = 2 * rounds if args.rounds is None else rounds
+    if max_rounds < rounds:
+        raise ABError(f"--max-rounds ({max_rounds}) is below --rounds ({rounds}); give at least {rounds}")
+    later_alpha = second_look_alpha(rounds, args.alpha)
+    if max_rounds > rounds:
+        if later_alpha <= 0:
+            raise ABError(f"--max-rounds above --rounds needs --rounds of at least {rounds_for_alpha(args.alpha)} "
+                          f"at --alpha {args.alpha:g}: with {rounds} the first look spends all of alpha, so "
+                          f"a second could only raise false alarms; drop --max-rounds or raise --rounds")
+        need = rounds_for_alpha(later_alpha)
+        if max_rounds < need:
+            raise ABError(f"--max-rounds {max_rounds} is too few for a second look: at the p < {later_alpha:.2g} it "
+                          f"is left, the test across rounds needs at least {need}; give --max-rounds {need} or more")
+    return rounds, max_rounds, later_alpha
+
+
 def cmd_ab(args: argparse.Namespace) -> int:
     """Run both sides, judge, print the tables and the summary, write ``--json``; the exit status."""
     if not _available():
@@ -117,9 +159,9 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from .. import host as _host
     from .._io import write_atomic
     from ..abrun import ABError, format_host_table, run_ab, run_host_state
-    from ..abverdict import STATUSES, format_table, judge_rounds
+    from ..abverdict import STATUSES, format_table, judge_rounds, second_look, undecided
     from ..compare import parse_tolerance_spec
-    from ..stats import rounds_for_alpha
+    from ..stats import rounds_for_alpha, second_look_alpha
 
     pytest_args = list(getattr(args, "pytest_args", None) or [])
     try:
@@ -129,14 +171,26 @@ def cmd_ab(args: argparse.Namespace) -> int:
             tolerances = parse_tolerance_spec(getattr(args, "tolerance", None) or "")
         except ValueError as e:
             raise ABError(f"--tolerance: {e}") from None
-        if args.rounds is None:
-            args.rounds = rounds_for_alpha(args.alpha)
-        base_docs, head_docs, info = run_ab(args.base, pytest_args, rounds=args.rounds,
-                                            pythonpath=args.pythonpath, keep_worktree=args.keep_worktree)
+        rounds, max_rounds, later_alpha = _plan(args, rounds_for_alpha, second_look_alpha)
+        first: list[Any] = []
+
+        def extend(base_docs: list[dict[str, Any]], head_docs: list[dict[str, Any]]) -> str | None:
+            first[:] = judge_rounds(base_docs, head_docs, tolerances, alpha=args.alpha)
+            left = undecided(first)
+            return (", ".join(f"{v.metric} {_pct(v.change)}" for v in left[:4]) + (" and more" if len(left) > 4 else "")
+                    if left else None)
+
+        base_docs, head_docs, info = run_ab(args.base, pytest_args, rounds=rounds, max_rounds=max_rounds,
+                                            extend=extend, pythonpath=args.pythonpath,
+                                            keep_worktree=args.keep_worktree)
         too_busy = _rounds_in(info["runs"], _host.TOO_BUSY)
         contended = _rounds_in(info["runs"], _host.CONTENDED)
-        verdicts = judge_rounds(base_docs, head_docs, tolerances, alpha=args.alpha, too_busy=too_busy,
-                                contended=contended)
+        verdicts = judge_rounds(base_docs[:rounds], head_docs[:rounds], tolerances, alpha=args.alpha,
+                                too_busy=too_busy, contended=contended)
+        if info["rounds"] > rounds:
+            later = judge_rounds(base_docs, head_docs, tolerances, alpha=later_alpha, too_busy=too_busy,
+                                 contended=contended)
+            verdicts = second_look(verdicts, later, rounds, later_alpha, args.alpha)
         if not any(v.status not in ("new", "gone") for v in verdicts):
             base_ids = sorted({k for d in base_docs for k in (d.get("tests") or {})})
             head_ids = sorted({k for d in head_docs for k in (d.get("tests") or {})})
@@ -153,8 +207,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
     host_counts = {st: states.count(st) for st in _host.STATES}
     host_counts["unknown"] = states.count(None)
     counts = _summary(verdicts)
+    looks = (f"{rounds} rounds, then {info['rounds'] - rounds} more for the undecided figures at p < {later_alpha:.2g}"
+             if info["rounds"] > rounds else f"{rounds} rounds")
     print(f"\n{PROG}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) +
-          f" (alpha {args.alpha:g}, {args.rounds} rounds, base {args.base})")
+          f" (alpha {args.alpha:g}, {looks}, base {args.base})")
     print(f"{PROG}: host " + ", ".join(f"{n} {st.replace('_', ' ')}" for st, n in host_counts.items() if n)
           + f" of {len(states)} runs"
           + (f"; too busy to measure in rounds {', '.join(map(str, too_busy))}: a timing verdict from "
@@ -163,7 +219,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         if v.status in ("regression", "inconclusive", "improvement"):
             print(f"  {v.nodeid}: {v.message}")
     if args.json:
-        doc = {"schema": 1, "kind": "ab", "alpha": args.alpha, **info, "counts": counts,
+        doc = {"schema": 1, "kind": "ab", "alpha": args.alpha, **info, "max_rounds": max_rounds,
+               "second_look_alpha": later_alpha if info["rounds"] > rounds else None, "counts": counts,
                "host": {"counts": host_counts, "too_busy_rounds": too_busy, "contended_rounds": contended},
                "verdicts": [v.to_dict() for v in verdicts], "base_runs": base_docs, "head_runs": head_docs}
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .paired import mcnemar_exact, paired_bootstrap_diff_ci, paired_p_value
 from .rounds import (DEFAULT_ALPHA, RoundsChange, paired_rounds_change, rounds_for_alpha, rounds_shift_p,
-                     signed_rank_p, stratified_rank_p)
+                     second_look_alpha, signed_rank_p, signed_rank_size, stratified_rank_p)
 from .runs import RunLevelTest, run_level_change, run_spread
 from .samples import (AdaptiveRule, bootstrap_median_ratio_ci, mann_whitney, median_ci, min_detectable_change,
                       min_samples_for, rel_ci_halfwidth, robust_rel_sd, samples_needed, warmup_settled)
@@ -29,5 +29,5 @@ __all__ = [
     "warmup_settled", "min_samples_for", "min_detectable_change", "samples_needed",
     "robust_rel_sd", "RunLevelTest", "run_spread", "run_level_change",
     "DEFAULT_ALPHA", "RoundsChange", "paired_rounds_change", "rounds_for_alpha", "rounds_shift_p",
-    "signed_rank_p", "stratified_rank_p",
+    "signed_rank_p", "stratified_rank_p", "signed_rank_size", "second_look_alpha",
 ]
