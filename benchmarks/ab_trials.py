@@ -79,9 +79,10 @@ def main(argv=None) -> int:
                 if spinner is not None:
                     spinner.kill()
                     spinner.wait()
-            verdicts, per_round = {}, {}
+            verdicts, per_round, ran = {}, {}, None
             try:
                 doc = json.load(open(out))
+                ran = doc.get("rounds")
                 for v in doc.get("verdicts", []):
                     if v.get("metric") in ("latency_ms", "tpot_ms", "tokens_per_s", "ttft_ms"):
                         verdicts[v["metric"]] = (v.get("status"), v.get("change"))
@@ -89,8 +90,8 @@ def main(argv=None) -> int:
             except Exception as e:  # noqa: BLE001 - a trial without its JSON is reported as such
                 verdicts = {"error": f"{type(e).__name__}: {e}; {p.stdout[-300:]} (its progress is above)"}
             rows.append({"kind": kind, "trial": trial, "rc": p.returncode, "wall_s": time.time() - t0,
-                         "verdicts": verdicts, "per_round": per_round})
-            print(f"{kind:5} {trial}: rc={p.returncode} {time.time() - t0:.0f} s "
+                         "rounds": ran, "verdicts": verdicts, "per_round": per_round})
+            print(f"{kind:5} {trial}: rc={p.returncode} {time.time() - t0:.0f} s, {ran} rounds; "
                   + ", ".join(f"{m} {s}" + (f" {c * 100:+.1f}%" if isinstance(c, float) else "")
                               for m, (s, c) in verdicts.items() if m != "error")
                   + (f" {verdicts['error']}" if "error" in verdicts else ""), flush=True)
