@@ -43,6 +43,17 @@ def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
+def _repo_at_a(root: Path) -> Path:
+    """A git repository at ``root`` whose one commit, A, times the 2 ms busy loop."""
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "ab@example.com")
+    _git(root, "config", "user.name", "A B")
+    (root / "test_speed.py").write_text(SUITE.format(extra=""))
+    _git(root, "add", "test_speed.py")
+    _git(root, "commit", "-q", "-m", "A: busy loop")
+    return root
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Commit A times a 2 ms busy loop; commit B (checked out) adds a 2 ms sleep per sample.
@@ -52,13 +63,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     to +16%); a 2 ms loop mostly runs within one time slice, so the sleep stays a clear
     slowdown (measured +100% to +300%).  20 samples per run cost nothing next to a pytest start.
     """
-    root = tmp_path_factory.mktemp("abrepo")
-    _git(root, "init", "-q")
-    _git(root, "config", "user.email", "ab@example.com")
-    _git(root, "config", "user.name", "A B")
-    (root / "test_speed.py").write_text(SUITE.format(extra=""))
-    _git(root, "add", "test_speed.py")
-    _git(root, "commit", "-q", "-m", "A: busy loop")
+    root = _repo_at_a(tmp_path_factory.mktemp("abrepo"))
     (root / "test_speed.py").write_text(SUITE.format(extra="        time.sleep(0.002)\n"))
     _git(root, "commit", "-q", "-am", "B: sleep per sample")
     return root
@@ -415,14 +420,8 @@ def test_step(quantperf):
 @pytest.mark.slow
 def test_seven_rounds_that_disagree_get_a_second_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    root = tmp_path / "flip"
-    root.mkdir()
-    _git(root, "init", "-q")
-    _git(root, "config", "user.email", "ab@example.com")
-    _git(root, "config", "user.name", "A B")
-    (root / "test_speed.py").write_text(SUITE.format(extra=""))
-    _git(root, "add", "test_speed.py")
-    _git(root, "commit", "-q", "-m", "A: busy loop")
+    (tmp_path / "flip").mkdir()
+    root = _repo_at_a(tmp_path / "flip")
     (root / "test_speed.py").write_text(FLIP)  # the working tree: uncommitted
     monkeypatch.chdir(root)
     out = tmp_path / "ab.json"
