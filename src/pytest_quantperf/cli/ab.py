@@ -119,11 +119,7 @@ def _summary(verdicts: Sequence[Any]) -> dict[str, int]:
     return counts
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 100:+.1f}%"
-
-
-def _plan(args: argparse.Namespace, rounds_for_alpha: Any, second_look_alpha: Any) -> tuple[int, int, float]:
+def _plan(args: argparse.Namespace) -> tuple[int, int, float]:
     """``(rounds, max_rounds, later_alpha)`` from the options; ABError where they cannot work together.
 
     Without ``--rounds`` the first look is the fewest rounds that can decide (7 at 0.01) and the
@@ -132,6 +128,7 @@ def _plan(args: argparse.Namespace, rounds_for_alpha: Any, second_look_alpha: An
     first left of alpha (9 at 0.0022).
     """
     from ..abrun import ABError
+    from ..stats import rounds_for_alpha, second_look_alpha
 
     rounds = args.rounds if args.rounds is not None else rounds_for_alpha(args.alpha)
     max_rounds = args.max_rounds
@@ -159,9 +156,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from .. import host as _host
     from .._io import write_atomic
     from ..abrun import ABError, format_host_table, run_ab, run_host_state
-    from ..abverdict import STATUSES, format_table, judge_rounds, second_look, undecided
+    from ..abverdict import STATUSES, _pct, format_table, judge_rounds, second_look, undecided
     from ..compare import parse_tolerance_spec
-    from ..stats import rounds_for_alpha, second_look_alpha
 
     pytest_args = list(getattr(args, "pytest_args", None) or [])
     try:
@@ -171,12 +167,11 @@ def cmd_ab(args: argparse.Namespace) -> int:
             tolerances = parse_tolerance_spec(getattr(args, "tolerance", None) or "")
         except ValueError as e:
             raise ABError(f"--tolerance: {e}") from None
-        rounds, max_rounds, later_alpha = _plan(args, rounds_for_alpha, second_look_alpha)
-        first: list[Any] = []
+        rounds, max_rounds, later_alpha = _plan(args)
 
         def extend(base_docs: list[dict[str, Any]], head_docs: list[dict[str, Any]]) -> str | None:
-            first[:] = judge_rounds(base_docs, head_docs, tolerances, alpha=args.alpha)
-            left = undecided(first)
+            """What the first rounds left undecided, for the progress line; None: nothing."""
+            left = undecided(judge_rounds(base_docs, head_docs, tolerances, alpha=args.alpha))
             return (", ".join(f"{v.metric} {_pct(v.change)}" for v in left[:4]) + (" and more" if len(left) > 4 else "")
                     if left else None)
 
