@@ -195,6 +195,7 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
         rounds = rounds_for_alpha(DEFAULT_ALPHA)
     if rounds < 1:
         raise ABError(f"--rounds must be at least 1, got {rounds}")
+    may_extend = extend is not None and (max_rounds or 0) > rounds
     here = Path(cwd or os.getcwd())
     top, base_commit, rel = _resolve(here, base_ref)
     head_commit = _git(top, "rev-parse", "--verify", "-q", "HEAD", check=False).stdout.strip() or "(no commit)"
@@ -217,7 +218,7 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
              f"{', with uncommitted changes' if dirty else ''}); {rounds} round{'s' if rounds != 1 else ''}, "
              f"{2 * rounds} pytest runs"
              + (f" (up to {max_rounds} rounds if a timing figure is left undecided)"
-                if extend is not None and (max_rounds or 0) > rounds else ""))
+                if may_extend else ""))
         base_docs: list[dict[str, Any]] = []
         head_docs: list[dict[str, Any]] = []
 
@@ -230,7 +231,7 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
 
         run_rounds(1, rounds)
         ran = rounds
-        why = extend(base_docs, head_docs) if extend is not None and (max_rounds or 0) > rounds else None
+        why = extend(base_docs, head_docs) if may_extend and extend else None
         if why:
             assert max_rounds is not None
             more = max_rounds - rounds

@@ -182,7 +182,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         contended = _rounds_in(info["runs"], _host.CONTENDED)
         verdicts = judge_rounds(base_docs[:rounds], head_docs[:rounds], tolerances, alpha=args.alpha,
                                 too_busy=too_busy, contended=contended)
-        if info["rounds"] > rounds:
+        extended = info["rounds"] > rounds
+        if extended:
             later = judge_rounds(base_docs, head_docs, tolerances, alpha=later_alpha, too_busy=too_busy,
                                  contended=contended)
             verdicts = second_look(verdicts, later, rounds, later_alpha, args.alpha)
@@ -203,7 +204,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     host_counts["unknown"] = states.count(None)
     counts = _summary(verdicts)
     looks = (f"{rounds} rounds, then {info['rounds'] - rounds} more for the undecided figures at p < {later_alpha:.2g}"
-             if info["rounds"] > rounds else f"{rounds} rounds")
+             if extended else f"{rounds} rounds")
     print(f"\n{PROG}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) +
           f" (alpha {args.alpha:g}, {looks}, base {args.base})")
     print(f"{PROG}: host " + ", ".join(f"{n} {st.replace('_', ' ')}" for st, n in host_counts.items() if n)
@@ -215,7 +216,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
             print(f"  {v.nodeid}: {v.message}")
     if args.json:
         doc = {"schema": 1, "kind": "ab", "alpha": args.alpha, **info, "max_rounds": max_rounds,
-               "second_look_alpha": later_alpha if info["rounds"] > rounds else None, "counts": counts,
+               "second_look_alpha": later_alpha if extended else None, "counts": counts,
                "host": {"counts": host_counts, "too_busy_rounds": too_busy, "contended_rounds": contended},
                "verdicts": [v.to_dict() for v in verdicts], "base_runs": base_docs, "head_runs": head_docs}
         try:
