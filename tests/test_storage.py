@@ -108,7 +108,8 @@ def test_accept_is_recorded_kept_across_saves_and_used(tmp_path):
     kinds = [h["kind"] for h in st.history("main")]
     assert kinds == ["run", "accept", "run"]
     comp = compare_runs(doc, run_doc({"t::a": 1150.0}), {})
-    assert {v.status for v in comp.verdicts if v.metric == "vram_mb"} == {"accepted"}
+    v, = [v for v in comp.verdicts if v.metric == "vram_mb"]
+    assert v.status == "regression" and not v.gating and [r.key for r in v.reasons] == ["accepted"]
     with pytest.raises(BaselineNotFound, match="--quantperf-save=other"):
         st.accept("other", "t::a", "vram_mb", 1.0, "why", "me")
     with pytest.raises(ValueError, match="reason"):

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from . import host as _host
 from . import stats
-from .compare import STAT_KINDS, Tolerance, compare_metric, tolerance_for
+from .compare import STAT_KINDS, Tolerance, tolerance_for
+from .verdicts.rule import Band, band_for, decide
 from .results import HIGHER, LOWER, Metric, metric_info
 from .stats import DEFAULT_ALPHA, rounds_for_alpha
 
@@ -103,28 +104,50 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v * 100:+.1f}%"
 
 
+def _walsh_bounds(d: Sequence[float], alpha: float) -> tuple[float, float]:
+    """The exact signed-rank confidence interval of the rounds' pseudo-median, each side at ``alpha``.
+
+    Inverting the one-sided exact Wilcoxon signed-rank test: the lower bound is the Walsh average
+    (``(d_i + d_j) / 2``, ``i <= j``) above which the test can no longer reject at ``alpha``. At 7
+    rounds and alpha 0.01 only "every round beyond" rejects, so the bounds are the smallest and
+    largest round: the interval lies beyond the tolerance only when every round does. Too few rounds
+    to reach ``alpha`` give an unbounded interval.
+    """
+    n = len(d)
+    walsh = sorted((d[i] + d[j]) / 2 for i in range(n) for j in range(i, n))
+    size = stats.signed_rank_size(n, alpha)
+    if size <= 0:
+        return (-math.inf, math.inf)
+    # the critical W+: the smallest w whose null tail P(W+ >= w) is at most alpha (size is that tail)
+    counts = [1] + [0] * (n * (n + 1) // 2)
+    for k in range(1, n + 1):
+        for w in range(len(counts) - 1, k - 1, -1):
+            counts[w] += counts[w - k]
+    tail, w_crit = 0, len(counts)
+    for w in range(len(counts) - 1, -1, -1):
+        tail += counts[w]
+        if tail / 2.0 ** n > alpha:
+            break
+        w_crit = w
+    k = len(walsh) - w_crit  # 0-based index of A_(N - w_crit + 1)
+    return (walsh[k], walsh[len(walsh) - 1 - k])
+
+
 def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rounds: Sequence[Metric],
                  tol: Tolerance, *, alpha: float = DEFAULT_ALPHA, n_boot: int = 2000, seed: int = 0) -> ABVerdict:
     """Judge one metric from its per-round measurements, ``base_rounds[i]`` paired with ``head_rounds[i]``.
 
-    Timing kinds (``timing``, ``gpu_timing``, ``energy``) — with ``d_i = log(head_i / base_i)``
-    the per-round log-ratio of medians, change ``= exp(mean d) - 1``:
-
-    * *pass* when the change is within the tolerance;
-    * *regression* (bad direction) or *improvement* (good direction) when the change is beyond
-      the tolerance **and** the paired bootstrap interval of ``mean d`` over rounds (at
-      ``max(95%, 1 - 2·alpha)``) excludes 0 — with fewer than about 5 rounds this means every
-      round moved the same way — **and** it is significant:
-      with at least :func:`~pytest_quantperf.stats.rounds_for_alpha` rounds (7 at alpha 0.01) the one-sided exact
-      signed-rank test on the ``d_i`` gives ``p < alpha``; with fewer rounds, the one-sided
-      stratified rank test of the samples (:func:`~pytest_quantperf.stats.stratified_rank_p`, rounds as strata) gives
-      ``p < alpha``;
-    * *inconclusive* otherwise (beyond tolerance, not significant).
-
-    Memory, exact and accuracy kinds are deterministic: each round is judged by
-    :func:`compare_metric` (paired per-item tests for accuracy), and the rounds must agree —
-    all regression → regression, all improvement → improvement, all pass → pass, a mixture →
-    inconclusive.  ``better="none"`` and kind ``info`` are *not_gated*.
+    The one rule of :mod:`.verdicts.rule`, with the interval taken across rounds: each round's
+    change ``d_i`` (the log ratio of the medians for a relative tolerance, the difference for an
+    absolute one), and the exact signed-rank interval of their pseudo-median at ``1 - 2 alpha``
+    (:func:`_walsh_bounds`), held against the tolerance band: *regression* when it lies wholly
+    beyond the tolerance on the worse side (at 7 rounds: every round beyond it), *pass* when it lies
+    within, *inconclusive* otherwise. The same test decides "beyond the tolerance" as the baseline
+    gate does, not "changed at all". With fewer rounds than the exact test needs to reach alpha
+    (7 at 0.01), the interval is Student's t across the rounds (one round: its own samples).
+    Deterministic figures (memory, exact, work, accuracy) are exact in each round: their interval is
+    the range the rounds span, a point when they agree. ``better="none"`` and kind
+    ``info`` are *not_gated*.
     """
     if len(base_rounds) != len(head_rounds):
         raise ValueError(f"rounds must pair up, got {len(base_rounds)} base and {len(head_rounds)} head")
@@ -143,59 +166,56 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
                          message=f"{name}: a value is missing or not finite", **common)
 
     rc = stats.paired_rounds_change(bm, hm, alpha=alpha, n_boot=n_boot, seed=seed)
-    b, h, change, ci, conf = rc.base, rc.head, rc.change, rc.ci, rc.conf
+    b, h, change = rc.base, rc.head, rc.change
     round_changes = rc.round_changes
-    beyond = tol.exceeded(b, h)
-    worse = _is_worse(h - b, better)
-    bad_good = "regression" if worse else "improvement"
     unit_s = f" {unit}" if unit else ""
     head_line = (f"{name}: base {_fmt(b)}{unit_s} → head {_fmt(h)}{unit_s} ({_pct(change)} over {n} "
                  f"round{'s' if n != 1 else ''}; tolerance {tol.text})")
-
-    def done(status: str, detail: str = "", p: float | None = None, method: str | None = None) -> ABVerdict:
-        msg = head_line + (f" {detail}" if detail else "") + f": {status}"
-        return ABVerdict(status=status, base=b, head=h, change=change, round_changes=round_changes, ci=ci,
-                         p_value=p, p_method=method, message=msg, **common)
-
     if better not in (LOWER, HIGHER) or kind == "info":
-        return done("not_gated")
+        return ABVerdict(status="not_gated", base=b, head=h, change=change, round_changes=round_changes,
+                         message=head_line + ": not_gated", **common)
+    sign = 1.0 if better == LOWER else -1.0
+    log_scale = tol.relative and all(v > 0 for v in bm + hm)
+    d = [sign * (math.log(y / x) if log_scale else (y - x) / (abs(x) if tol.relative and x else 1.0))
+         for x, y in zip(bm, hm)]
+    band = band_for(tol.value, tol.relative, better == LOWER) if log_scale else Band(tol.value, tol.value)
+    if max(d) == min(d):
+        lo = hi = d[0]
+        method = "direct"
+    elif kind not in STAT_KINDS:  # each round measured it exactly: the interval is what the rounds span
+        lo, hi = min(d), max(d)
+        method = "range of the rounds"
+    elif stats.signed_rank_size(n, alpha) > 0:
+        lo, hi = _walsh_bounds(d, alpha)
+        method = "signed-rank"
+    elif n >= 2:
+        mean, sd = statistics.fmean(d), statistics.stdev(d)
+        h = stats.t_quantile(1 - alpha, n - 1) * sd / math.sqrt(n)
+        lo, hi = mean - h, mean + h
+        method = "t across rounds"
+    else:
+        from .stats.samples import _rel_se_median
 
-    if kind not in STAT_KINDS:
-        per_round = [compare_metric(nodeid, name, bb, hh, tol, same_hardware=True, alpha=alpha,
-                                    n_boot=n_boot, seed=seed) for bb, hh in zip(base_rounds, head_rounds)]
-        statuses = {v.status for v in per_round}
-        ps = [v.p_value for v in per_round if v.p_value is not None]
-        p = max(ps) if ps else None
-        method = "paired-items" if ps else "direct"
-        if statuses <= {"pass", "too_noisy"}:
-            return done("pass", p=p, method=method)
-        if statuses == {"regression"} or statuses == {"improvement"}:
-            return done(per_round[0].status, p=p, method=method)
-        return done("inconclusive", f"(rounds disagree: {', '.join(v.status for v in per_round)})", p, method)
+        se = math.hypot(_rel_se_median(_values(base_rounds[0])), _rel_se_median(_values(head_rounds[0])))
+        h = stats.t_quantile(1 - alpha, None) * se if math.isfinite(se) else math.inf
+        lo, hi = d[0] - h, d[0] + h
+        method = "within the round"
+    point = statistics.fmean(d)
+    dec = decide(point, lo, hi, band)
 
-    if not beyond:
-        return done("pass")
-    up = h > b
-    ci_clear = ci is not None and (ci[0] > 0 if up else ci[1] < 0)
-    ci_text = f"{conf:.0%} CI [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "no CI"
-    p, method = stats.rounds_shift_p(rc.diffs, [_values(m) for m in base_rounds], [_values(m) for m in head_rounds],
-                                     up=up, alpha=alpha)
-    if method == "signed-rank":
-        if ci_clear and p < alpha:
-            return done(bad_good, f"(signed-rank p={p:.3g}, {ci_text})", p, "signed-rank")
-        return done("inconclusive", f"(signed-rank p={p:.3g}, {ci_text}; not significant at {alpha:g}: "
-                    f"more rounds would settle it)", p, "signed-rank")
-    n_b = sum(len(_values(m)) for m in base_rounds)
-    n_h = sum(len(_values(m)) for m in head_rounds)
-    detail = f"({ci_text} over rounds, stratified rank p={p:.3g} on {n_b} vs {n_h} samples"
-    if ci_clear and p < alpha:
-        return done(bad_good, detail + ")", p, "stratified-rank")
-    why = [] if ci_clear else ["rounds disagree"]
-    if p >= alpha:
-        why.append(f"not significant at {alpha:g}")
-    need = rounds_for_alpha(alpha)
-    return done("inconclusive", detail + f"; {', '.join(why)}; more samples per test or ~{need} rounds "
-                f"would settle it)", p, "stratified-rank")
+    def back(x: float) -> float:
+        if not math.isfinite(x):
+            return x
+        return math.expm1(sign * x) if log_scale else sign * x * (1.0 if tol.relative else (1 / abs(b) if b else 1.0))
+
+    ci_pts = sorted((back(lo), back(hi)))
+    ci = (ci_pts[0], ci_pts[1]) if lo != hi else None
+    ci_txt = f"{1 - 2 * alpha:.0%} interval [{_pct(ci[0])}, {_pct(ci[1])}] by {method}" if ci else "every round the same"
+    msg = f"{head_line} ({ci_txt}): {dec.status}"
+    if dec.status == "inconclusive":
+        msg += " (more rounds would settle it)"
+    return ABVerdict(status=dec.status, base=b, head=h, change=change, round_changes=round_changes, ci=ci,
+                     p_value=None, p_method=method, message=msg, **common)
 
 
 def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Mapping[str, Any]],

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .results import Metric, TestResult
+from .verdicts.reasons import Reason, host_contended, reasons_for
+from .verdicts.rule import ALPHA, PASS, REGRESSION, Band, decide
 
 MAX, MIN = "max", "min"
 
@@ -117,59 +119,89 @@ def merge_markers(nodeid: str, markers: list[tuple[tuple, dict]]) -> Budget:
 
 @dataclass(frozen=True)
 class BudgetCheck:
+    """One budget judged by the one rule (:mod:`.verdicts.rule`) with the limit as the band's edge.
+
+    ``status``: ``pass`` (the figure's interval lies within the limit), ``breach`` (it lies wholly
+    beyond), ``inconclusive`` (it straddles the limit), ``missing`` (never measured) or ``n/a``
+    (this device cannot measure it). ``reasons`` withhold gating, as for baseline verdicts.
+    """
+
     key: str
-    status: str  # "pass" | "breach" | "missing" | "inconclusive" | "n/a" (the device cannot measure it)
+    status: str
     measured: float | None
     limit: float
     message: str
+    interval: tuple[float, float] | None = None
+    reasons: tuple[Reason, ...] = ()
+    #: the measured figure itself lies beyond the limit
+    beyond: bool = False
+
+    @property
+    def gating(self) -> bool:
+        return self.status in ("breach", "missing") and not self.reasons
+
+    @property
+    def warns(self) -> bool:
+        """Printed as a warning: the figure is beyond its limit, by how much the run cannot say."""
+        return self.status == "inconclusive" and self.beyond and not self.reasons
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.key, "source": "budget", "status": self.status, "current": self.measured,
-                "limit": self.limit, "message": self.message,
-                "gating": self.status in ("breach", "missing")}
+                "limit": self.limit, "message": self.message, "gating": self.gating,
+                "ci": list(self.interval) if self.interval else None,
+                "reasons": [r.to_dict() for r in self.reasons], "guard": "; ".join(r.text for r in self.reasons)}
 
 
 def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
-#: budgets on wall-clock figures: a breach measured on a contended host is the host's, not the code's
-TIMING = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s")
+STAT_KINDS = ("timing", "energy", "gpu_timing")
 
 
-#: how much slower a contended run can be than the code: one busy neighbour on the 2-core runner
-#: made wall time per token 3-5x slower (benchmarks/host_noise.py); a too-busy host, 10-80x
-CONTENDED_SLOWDOWN = {"contended": 5.0, "too_busy": 100.0}
-
-
-def _busy_host(*metrics: Metric | None) -> tuple[str, str] | None:
-    """(state, summary) when any of these measurements ran contended (host.HostMeter), else None."""
+def _host(*metrics: Metric | None) -> Mapping[str, Any] | None:
     for m in metrics:
         h = (m.extra or {}).get("host") if m is not None else None
         if isinstance(h, Mapping) and h.get("state") in ("contended", "too_busy"):
-            return str(h["state"]), f"host {str(h['state']).replace('_', ' ')}: {h.get('summary', '')}"
+            return h
     return None
 
 
-def _held_back(check: "BudgetCheck", name: str, bound: str, *metrics: Metric | None) -> "BudgetCheck":
-    """A wall-clock breach that the host's contention can explain is inconclusive and says why.
+def _log_interval(m: Metric, alpha: float) -> tuple[float, float]:
+    """This run's median of a timing figure, as the interval its own samples give it (log space).
 
-    A breach within :data:`CONTENDED_SLOWDOWN` of the limit (5x contended, 100x too busy) is held
-    back; anything further, and every other budget, stands.
+    A budget judges the run it was given: the interval of its median from its samples
+    (distribution-free, order statistics); one sample is a point.
     """
-    busy = _busy_host(*metrics) if name in TIMING else None
-    if check.status != "breach" or busy is None or check.measured is None:
-        return check
-    state, why = busy
-    # how far the figure is on the slow side of its limit (a MAX bound on a time, a MIN on a speed)
-    factor = (check.measured / check.limit if bound == MAX else check.limit / check.measured) \
-        if check.measured > 0 and check.limit > 0 else float("inf")
-    if factor > CONTENDED_SLOWDOWN[state]:
-        return check
-    return BudgetCheck(check.key, "inconclusive", check.measured, check.limit, f"{check.message} [{why}; not failed]")
+    from . import stats
+
+    xs = [x for x in m.samples if math.isfinite(x) and x > 0]
+    if len(xs) < 2 or not m.value > 0:
+        return (math.log(m.value), math.log(m.value)) if m.value > 0 else (math.nan, math.nan)
+    lo, hi = stats.median_ci(xs, 1 - 2 * alpha)
+    return (math.log(lo), math.log(hi))
 
 
-def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list[BudgetCheck]:
+def _judged(key: str, value: float, lo: float, hi: float, limit: float, bound: str, desc: str, *,
+            kind: str, host: Mapping[str, Any] | None, alpha: float) -> BudgetCheck:
+    sign = 1.0 if bound == MAX else -1.0
+    xs = sorted((sign * (lo - limit), sign * (hi - limit)))
+    dec = decide(sign * (value - limit), xs[0], xs[1], Band(0.0, math.inf))
+    status = {REGRESSION: "breach", PASS: "pass"}.get(dec.status, "inconclusive")
+    margin = (limit - value) if bound == MAX else (value - limit)
+    rel = margin / limit if limit else float("inf")
+    ci = f"; {1 - 2 * alpha:.0%} interval [{_fmt(lo)}, {_fmt(hi)}]" if lo != hi else ""
+    msg = f"{key}: {desc}, {'max' if bound == MAX else 'min'} {_fmt(limit)}, margin {_fmt(margin)} ({rel:+.1%}){ci}"
+    if status == "inconclusive":
+        msg += ": the interval straddles the limit (more samples, --quantperf-repeat, would settle it)"
+    reasons = reasons_for(host_contended(kind, host)) if status in ("breach", "inconclusive") else ()
+    if reasons:
+        msg += f" [not gated: {'; '.join(r.text for r in reasons)}]"
+    return BudgetCheck(key, status, value, limit, msg, (lo, hi) if lo != hi else None, reasons,
+                       beyond=sign * (value - limit) > 0)
+
+
+def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu", alpha: float = ALPHA) -> list[BudgetCheck]:
     """Check every limit against what the test measured; missing metrics are failures too."""
     out: list[BudgetCheck] = []
     m = result.metrics
@@ -182,52 +214,56 @@ def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu") -> list
             continue
         if key in ABSOLUTE:
             name, bound = ABSOLUTE[key]
+            metric = m.get(name)
             if name == "vram_mb_per_gpu":
                 per = [v.extra.get("per_device_peak_mb", {}) for v in m.values() if v.name == "vram_mb"]
                 vals = [x for d in per for x in d.values()]
                 value = max(vals) if vals else None
             else:
-                value = m[name].value if name in m else None
+                value = metric.value if metric is not None else None
             if value is None:
                 out.append(BudgetCheck(key, "missing", None, limit,
                                        f"{key}: budgeted at {_fmt(limit)} but never measured by this test"))
                 continue
-            ok = value <= limit if bound == MAX else value >= limit
-            margin = (limit - value) if bound == MAX else (value - limit)
-            rel = margin / limit if limit else float("inf")
-            unit = m[name].unit if name in m else ""
-            msg = (f"{key}: measured {_fmt(value)}{(' ' + unit) if unit else ''}, "
-                   f"{'max' if bound == MAX else 'min'} {_fmt(limit)}, margin {_fmt(margin)} ({rel:+.1%})")
-            out.append(_held_back(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg), name, bound, m.get(name)))
+            lo = hi = value
+            kind = metric.kind if metric is not None else "memory"
+            if metric is not None and kind in STAT_KINDS:
+                llo, lhi = _log_interval(metric, alpha)
+                lo, hi = (math.exp(llo), math.exp(lhi)) if math.isfinite(llo) else (value, value)
+            unit = metric.unit if metric is not None else ""
+            out.append(_judged(key, value, lo, hi, limit, bound, f"measured {_fmt(value)}{(' ' + unit) if unit else ''}",
+                               kind=kind, host=_host(metric), alpha=alpha))
+            continue
+        name, bound, how = RELATIVE[key]
+        cur = m.get(name)
+        ref = m.get(f"ref.{name}")
+        if cur is None or ref is None:
+            missing = [x for x, v in ((name, cur), (f"reference {name}", ref)) if v is None]
+            out.append(BudgetCheck(key, "missing", None, limit,
+                                   f"{key}: needs {name} of this model and of the reference measured in the "
+                                   f"same session (missing: {', '.join(missing)}); measure the fp16_model "
+                                   "handle in this test or pass reference= to quantperf.compare"))
+            continue
+        if how == "ratio":
+            value = cur.value / ref.value if ref.value else float("inf")
+            desc = f"{_fmt(cur.value)} / reference {_fmt(ref.value)} = {value:.3f}x"
+            lo = hi = value
+            if cur.kind in STAT_KINDS and value > 0 and math.isfinite(value):
+                (cl, ch), (rl, rh) = _log_interval(cur, alpha), _log_interval(ref, alpha)
+                if all(math.isfinite(x) for x in (cl, ch, rl, rh)):
+                    # the two medians' half-widths add in quadrature on the log scale
+                    h = math.hypot(max(ch - cl, 0.0) / 2, max(rh - rl, 0.0) / 2)
+                    lo, hi = value * math.exp(-h), value * math.exp(h)
         else:
-            name, bound, how = RELATIVE[key]
-            cur = m.get(name)
-            ref = m.get(f"ref.{name}")
-            if cur is None or ref is None:
-                missing = [x for x, v in ((name, cur), (f"reference {name}", ref)) if v is None]
-                out.append(BudgetCheck(key, "missing", None, limit,
-                                       f"{key}: needs {name} of this model and of the reference measured in the "
-                                       f"same session (missing: {', '.join(missing)}); measure the fp16_model "
-                                       "handle in this test or pass reference= to quantperf.compare"))
-                continue
-            if how == "ratio":
-                value = cur.value / ref.value if ref.value else float("inf")
-                desc = f"{_fmt(cur.value)} / reference {_fmt(ref.value)} = {value:.3f}x"
-            else:
-                value = ref.value - cur.value
-                desc = f"reference {_fmt(ref.value)} - {_fmt(cur.value)} = {value:.4f}"
-            ok = value <= limit if bound == MAX else value >= limit
-            margin = (limit - value) if bound == MAX else (value - limit)
-            extra = ""
-            paired = cur.extra.get("paired_vs_ref") if cur.extra else None
-            if how == "drop" and paired:
-                extra = (f"; paired: McNemar p={paired.get('p_value', float('nan')):.3g}, "
-                         f"95% CI of drop [{paired['ci'][0]:.3f}, {paired['ci'][1]:.3f}]")
-                if not ok and paired.get("p_value", 0.0) >= 0.05:
-                    out.append(BudgetCheck(key, "inconclusive", value, limit,
-                                           f"{key}: {desc}, {'max' if bound == MAX else 'min'} {limit:g}, "
-                                           f"margin {margin:+.4f} but not significant{extra}"))
-                    continue
-            msg = f"{key}: {desc}, {'max' if bound == MAX else 'min'} {limit:g}, margin {margin:+.4f}{extra}"
-            out.append(_held_back(BudgetCheck(key, "pass" if ok else "breach", value, limit, msg), name, bound, cur, ref))
+            value = ref.value - cur.value
+            desc = f"reference {_fmt(ref.value)} - {_fmt(cur.value)} = {value:.4f}"
+            lo = hi = value
+            if cur.items and ref.items and len(cur.items) == len(ref.items):
+                from . import stats
+
+                # paired per question: the interval of mean(ref - candidate), the drop
+                lo, hi = stats.paired_bootstrap_diff_ci(cur.items, ref.items, 1 - 2 * alpha)
+                p = stats.paired_p_value(ref.items, cur.items)
+                desc += f" (paired over {len(cur.items)} questions, McNemar p={p:.3g})"
+        out.append(_judged(key, value, lo, hi, limit, bound, desc, kind=cur.kind, host=_host(cur, ref), alpha=alpha))
     return out

@@ -1,47 +1,19 @@
-"""Tolerances and verdicts: how a measured metric is judged against its stored baseline.
+"""Verdicts against a stored baseline: every figure judged by the one rule of :mod:`.verdicts.rule`.
 
-Rules (one verdict per metric of a test present in both runs):
+For each figure of a test present in both runs, :func:`compare_metric` builds the change and its
+interval on the worse-is-up scale and lets the rule decide *regression*, *improvement*, *pass* or
+*inconclusive*; :func:`judge_test` adds *new* and *gone* and the reasons that withhold gating
+(:mod:`.verdicts.reasons`). How the interval is built depends on what the figure is:
 
-* **Direction** comes from ``Metric.better``: ``"lower"`` or ``"higher"`` is better.  Metrics with
-  ``better="none"`` or kind ``info`` are shown, never gated (``not_gated``).
-* **Change** is reported as ``change = (now - baseline) / |baseline|`` and ``delta = now -
-  baseline``, signed as the numbers moved (tokens/s falling 10% is ``-0.10``); whether that is
-  worse follows from the direction.  A relative tolerance (``"5%"``) bounds ``|change|``, an
-  absolute one (``"0.01"``) bounds ``|delta|``.
-* **Timing kinds** (``timing``, ``gpu_timing``, ``energy``): the run is the unit
-  (:func:`stats.run_level_change`). Repeats inside one run share its host load, clocks and memory
-  placement, so they never make a change significant alone: a *regression* needs the change beyond
-  the tolerance by more than run-to-run noise explains (one-sided, ``p < alpha``). The spread is
-  measured on the baseline's saved runs (``history``, three or more) or assumed from
-  ``MetricInfo.run_spread``, and the verdict's ``evidence`` says which. Worse beyond tolerance
-  within that noise is *inconclusive* (a warning naming the smallest change these runs tell
-  apart) when unchanged runs seldom move so far (``p < SUGGESTIVE_P``) or the two runs' own
-  scattered samples, not the drift between runs, leave the change unknown (more samples would
-  settle it); else *pass*, its message saying how far it moved: a warning on what unchanged code
-  does every few runs teaches people to skip warnings. A run whose own samples scatter more than
-  twice the tolerance is *too_noisy*. The same rules in the good direction give *improvement*;
-  better beyond tolerance within the noise is *pass* (nothing to warn of, too little to claim), its
-  message saying so. :func:`judge_test` then applies the kernel-time, GPU-clock and
-  host-contention guards per model; they live in :mod:`guards` (re-exported here).
-* **Not gated**: figures whose ``MetricInfo.gated`` is False (they follow what else the session
-  holds) are shown as ``not_gated``.
-* **Memory and exact kinds** (``memory``, ``exact``): deterministic, compared directly: beyond
-  tolerance in the bad direction is a *regression*, in the good direction an *improvement*.
-* **Accuracy kind**: when both sides carry per-item data of equal length (0/1 per question,
-  NLL per token) the comparison is paired: exact McNemar on the discordant questions (Wilcoxon
-  signed-rank for non-binary items) and a paired bootstrap interval of the mean difference.
-  Beyond tolerance with ``p < alpha`` is a regression (or improvement), worse beyond tolerance
-  without significance is inconclusive, better without significance passes.  Without items it
-  is compared directly.
-* **Hardware**: speed and energy (the hardware-bound kinds) measured on different hardware
-  (``hardware_id`` differs) keep their computed status, but ``cross_hardware`` is set, the
-  message says so and they do not gate unless ``gate_cross_hardware``.  Memory and accuracy
-  always gate.
-* **Accepted**: a baseline may carry an acceptance record for a test and metric
-  (``{"value", "reason", "who", "when"}``, written by ``quantperf accept``).  A regression or
-  inconclusive result whose current value is no worse than the accepted value (within the
-  tolerance) becomes *accepted*: shown with its reason, not gating.
-* Only *regression* gates (fails the test); everything else is information or a warning.
+* **timing, kernel time, energy**: the run is the unit. The interval comes from how far unchanged
+  runs move (:func:`stats.run_change`): an assumed spread of stated weight, pooled continuously
+  with the saved runs of the baseline's own code, plus the two runs' own sample scatter;
+* **accuracy with items on both sides** (0/1 per question, NLL per token for perplexity): paired,
+  the bootstrap interval of the mean item difference;
+* **memory, exact, work, and accuracy without items**: deterministic, the interval is the point.
+
+Figures of kind ``info``, without a direction, or not gated by the catalogue are ``not_gated``.
+Only a regression with no reason gates (fails the test).
 """
 from __future__ import annotations
 
@@ -51,37 +23,31 @@ from dataclasses import dataclass, field, asdict, replace
 from typing import Sequence, Any, Mapping
 
 from . import stats
-from .guards import (CLOCK_TOLERANCE, WALL_CLOCK, clock_guard,  # noqa: F401 (re-exported)
-                     contention_guard, kernel_time_guard, model_key)
-from .results import METRICS, Metric, metric_info, LOWER, HIGHER
-from .tolerance import (DEFAULT_TOLERANCES, Tolerance, base_metric_name,  # noqa: F401 (re-exported)
+from .results import Metric, metric_info, LOWER, HIGHER
+from .tolerance import (DEFAULT_TOLERANCES, Tolerance, base_metric_name,  # noqa: F401 (public names)
                         parse_tolerance, parse_tolerance_spec, tolerance_for)
+from .verdicts import reasons as _r
+from .verdicts.rule import ALPHA, INCONCLUSIVE, PASS, REGRESSION, band_for, decide
 
 __all__ = [
     "Tolerance", "parse_tolerance", "parse_tolerance_spec", "DEFAULT_TOLERANCES", "Verdict",
     "STATUSES", "compare_metric", "compare_runs", "Comparison", "tolerance_for", "base_metric_name",
+    "judge_test", "same_code_values", "model_key", "figure_interval",
 ]
 
-STATUSES = ("pass", "improvement", "regression", "inconclusive", "too_noisy", "new", "gone",
-            "accepted", "not_gated")
+STATUSES = ("pass", "improvement", "regression", "inconclusive", "new", "gone", "not_gated")
 STAT_KINDS = ("timing", "energy", "gpu_timing")
-DIRECT_KINDS = ("memory", "exact")
-HARDWARE_KINDS = ("timing", "gpu_timing", "energy")
-#: a worse timing change beyond tolerance but not significant is *inconclusive* (a warning) only when
-#: unchanged runs seldom move that far (one-sided p below this); at or above it the change is one that
-#: unchanged code shows at least one run in ten, and it passes, its message saying so. Unchanged
-#: quickstart pairs on the 2-core CPU runner moved -29% to +51% between processes (most at p 0.2-0.7
-#: with one save): before this rule, a warning on every other run that said nothing about the code
-SUGGESTIVE_P = 0.1
+DETERMINISTIC_KINDS = ("memory", "exact", "work")
+
 
 @dataclass(frozen=True)
 class Verdict:
     """The judgement of one metric of one test against the baseline.
 
-    ``change`` is relative and signed as the value moved (see module docstring); ``ci`` is the
-    interval of ``change`` for timing kinds and of the mean per-item difference for paired
-    accuracy (``ci_of`` says which); ``detectable`` is the smallest relative change these
-    samples could have flagged; ``gating`` says whether this verdict fails the test.
+    ``change`` is relative and signed as the value moved; ``ci`` the interval of ``change`` at
+    ``1 - 2 alpha`` (a single point for deterministic figures); ``detectable`` the smallest worse
+    relative change these runs decide; ``reasons`` what withholds gating; ``gating`` whether this
+    verdict fails the test (a regression with no reason).
     """
 
     nodeid: str
@@ -94,7 +60,6 @@ class Verdict:
     p_value: float | None = None
     ci: tuple[float, float] | None = None
     detectable: float | None = None
-    samples_needed: int | None = None
     cross_hardware: bool = False
     gating: bool = False
     message: str = ""
@@ -105,19 +70,42 @@ class Verdict:
     ci_of: str | None = None
     accepted: Mapping[str, Any] | None = None
     source: str = "baseline"
-    evidence: str = ""  # statistical kinds: "history" (measured run-to-run spread) or "assumed"
-    #: why a guard (guards.py), or a baseline from other hardware, holds this verdict back, as the
-    #: message's closing ``[...]`` says it; "" if nothing did
-    guard: str = ""
+    #: where the interval came from, in words (the spread's source, the pairing)
+    evidence: str = ""
+    reasons: tuple[_r.Reason, ...] = ()
+    #: the whole interval lies on the worse side of zero
+    shown_worse: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown verdict status {self.status!r}; one of {STATUSES}")
 
+    @property
+    def guard(self) -> str:
+        """The reasons as one line ("" when none)."""
+        return "; ".join(r.text for r in self.reasons)
+
+    @property
+    def warns(self) -> bool:
+        """Printed as a warning: inconclusive, shown worse, and nothing explains it."""
+        return self.status == INCONCLUSIVE and self.shown_worse and not self.reasons
+
+    def with_reasons(self, reasons: Sequence[_r.Reason]) -> "Verdict":
+        if not reasons:
+            return self
+        allr = tuple(self.reasons) + tuple(r for r in reasons if r.key not in {x.key for x in self.reasons})
+        text = "; ".join(r.text for r in allr)
+        base_msg = self.message.split(" [not gated: ", 1)[0]
+        return replace(self, reasons=allr, gating=False,
+                       cross_hardware=self.cross_hardware or any(r.key == "other_hardware" for r in allr),
+                       message=f"{base_msg} [not gated: {text}]")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ci"] = list(self.ci) if self.ci is not None else None
         d["accepted"] = dict(self.accepted) if self.accepted is not None else None
+        d["reasons"] = [r.to_dict() for r in self.reasons]
+        d["guard"] = self.guard
         for k in ("change", "delta", "p_value", "detectable", "baseline", "current"):
             if isinstance(d[k], float) and not math.isfinite(d[k]):
                 d[k] = None
@@ -152,149 +140,139 @@ def _is_worse(delta: float, better: str) -> bool:
     return delta > 0 if better == LOWER else delta < 0
 
 
-def _finish(nodeid: str, name: str, status: str, base: Metric, cur: Metric, tol: Tolerance, *,
-            hardware_bound: bool, same_hardware: bool, gate_cross_hardware: bool,
-            accepted: Mapping[str, Any] | None, detail: str = "", **kw: Any) -> Verdict:
-    """Apply the hardware and acceptance rules, write the message, build the Verdict."""
+@dataclass(frozen=True)
+class FigureInterval:
+    """The current figure's interval as the comparison sees it: ``reference`` is what it is
+    compared with (the baseline, or the mean of its saves), ``lo``/``hi`` the current value's
+    ``1 - 2 alpha`` bounds, ``evidence`` how they were built."""
+
+    reference: float
+    current: float
+    lo: float
+    hi: float
+    evidence: str
+    ci_of: str | None = None
+    p_value: float | None = None
+
+
+def figure_interval(name: str, base: Metric, cur: Metric, *, alpha: float = ALPHA,
+                    same_code: Sequence[float] = (), n_boot: int = 2000, seed: int = 0) -> FigureInterval:
+    """The interval of the current figure against the baseline's, by what kind of figure it is."""
+    kind = cur.kind or base.kind
+    b, c = base.value, cur.value
+    if kind in STAT_KINDS:
+        info = metric_info(name)
+        rc = stats.run_change(b, c, prior_spread=info.run_spread, prior_df=info.prior_df, same_code=same_code,
+                              base_samples=_values(base), cur_samples=_values(cur))
+        if not math.isfinite(rc.d):
+            return FigureInterval(b, c, -math.inf, math.inf, rc.source, "change")
+        lo, hi = rc.interval(alpha)
+        ref = rc.reference
+        return FigureInterval(ref, c, ref * math.exp(lo), ref * math.exp(hi), rc.source, "change")
+    if kind == "accuracy" and base.items and cur.items and len(base.items) == len(cur.items):
+        lo_d, hi_d = stats.paired_bootstrap_diff_ci(base.items, cur.items, 1 - 2 * alpha, n_boot, seed)
+        md = statistics.fmean(y - x for x, y in zip(base.items, cur.items))
+        p = stats.paired_p_value(base.items, cur.items)
+        binary = all(v in (0.0, 1.0) for v in (*base.items, *cur.items))
+        what = "questions" if binary else "tokens"
+        ev = f"paired over {len(cur.items)} {what} (p={p:.3g})"
+        if base_metric_name(name) == "perplexity" and not binary:  # NLL per token: log perplexity moves by the mean
+            return FigureInterval(b, c, c * math.exp(lo_d - md), c * math.exp(hi_d - md), ev, "items", p)
+        return FigureInterval(b, c, c + (lo_d - md), c + (hi_d - md), ev, "items", p)
+    return FigureInterval(b, c, c, c, "deterministic: compared directly" if kind in DETERMINISTIC_KINDS
+                          else "one value per side: compared directly")
+
+
+def _scale(ref: float, value: float, tol: Tolerance, better: str) -> float:
+    """``value`` against ``ref`` on the worse-is-up scale of :func:`verdicts.rule.band_for`."""
+    sign = 1.0 if better == LOWER else -1.0
+    if tol.relative:
+        if ref > 0 and value > 0:
+            return sign * math.log(value / ref)
+        if value == ref:
+            return 0.0
+        return sign * math.copysign(math.inf, value - ref)
+    return sign * (value - ref)
+
+
+def _settle(kind: str) -> str:
+    if kind in STAT_KINDS:
+        return ("save the baseline again from the same code (each save of it narrows this) or measure both "
+                "commits interleaved with `quantperf ab`")
+    if kind == "accuracy":
+        return "more questions or tokens (a larger evaluation set) would settle it"
+    return "a figure with samples would settle it"
+
+
+def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Tolerance, *,
+                   same_hardware: bool, gate_cross_hardware: bool = False, alpha: float = ALPHA,
+                   accepted: Mapping[str, Any] | None = None, n_boot: int = 2000, seed: int = 0,
+                   same_code: Sequence[float] = ()) -> Verdict:
+    """Judge one metric of one test against its baseline by the one rule.
+
+    ``same_code``: this metric's figure in every saved run of the baseline's own code
+    (:func:`same_code_values`), which measures the run-to-run spread of the timing kinds.
+    """
+    kind = cur.kind or base.kind
+    better = cur.better
     b, c = base.value, cur.value
     delta = c - b if (math.isfinite(b) and math.isfinite(c)) else None
     change = (delta / abs(b)) if (delta is not None and b != 0) else (0.0 if delta == 0 else None)
-    cross = hardware_bound and not same_hardware
-    acc_used = None
-    if accepted and status in ("regression", "inconclusive"):
+    unit = f" {cur.unit}" if cur.unit else ""
+    head = f"{name}: baseline {_fmt(b)}{unit} → now {_fmt(c)}{unit} ({_pct(change)}; tolerance {tol.text})"
+    common = dict(nodeid=nodeid, metric=name, baseline=b, current=c, change=change, tolerance=tol.text,
+                  delta=delta, unit=cur.unit, better=better, kind=kind)
+    if better not in (LOWER, HIGHER) or kind == "info" or not metric_info(name).gated:
+        why = "shown, never gated" if kind == "info" or better not in (LOWER, HIGHER) else \
+            "depends on what else the session holds: shown and budgeted, not compared"
+        return Verdict(status="not_gated", message=f"{head}: not_gated ({why})", **common)
+    if delta is None:
+        return Verdict(status=INCONCLUSIVE, message=f"{head}: inconclusive (a value is missing or not finite)",
+                       **common)
+    fi = figure_interval(name, base, cur, alpha=alpha, same_code=same_code, n_boot=n_boot, seed=seed)
+    ref = fi.reference
+    if ref != b:  # the baseline's level from its repeated saves
+        delta = c - ref
+        change = delta / abs(ref) if ref else None
+        common.update(baseline=ref, delta=delta, change=change)
+        head = f"{name}: baseline {_fmt(ref)}{unit} → now {_fmt(c)}{unit} ({_pct(change)}; tolerance {tol.text})"
+    band = band_for(tol.value, tol.relative, better == LOWER)
+    pts = sorted((_scale(ref, fi.lo, tol, better), _scale(ref, fi.hi, tol, better)))
+    point = _scale(ref, c, tol, better)
+    dec = decide(point, pts[0], pts[1], band)
+    ci = None
+    if fi.lo != fi.hi and ref:
+        ci = ((fi.lo - ref) / abs(ref), (fi.hi - ref) / abs(ref))
+    detectable = None
+    if math.isfinite(dec.decides_beyond):
+        db = dec.decides_beyond
+        detectable = (math.expm1(db) if better == LOWER else -math.expm1(-db)) if tol.relative \
+            else (db / abs(ref) if ref else None)
+    parts = [head]
+    interval = f"{1 - 2 * alpha:.0%} interval [{_pct(ci[0])}, {_pct(ci[1])}]; " if ci else ""
+    parts.append(f"({interval}{fi.evidence})")
+    msg = " ".join(parts) + f": {dec.status}"
+    if dec.status == INCONCLUSIVE:
+        decides = (f"these runs decide changes beyond {_pct(detectable)}" if detectable is not None
+                   else "these runs decide no change")
+        shown = "shown worse, by how much these runs cannot say; " if dec.shown_worse else ""
+        msg += f" ({shown}{decides}; {_settle(kind)})"
+    acc_record = None
+    within_acc = False
+    if accepted:
         try:
             av = float(accepted["value"])
         except (KeyError, TypeError, ValueError):
             av = math.nan
-        if math.isfinite(av) and math.isfinite(c):
-            no_worse = (not _is_worse(c - av, cur.better)) or not tol.exceeded(av, c)
-            if no_worse:
-                status = "accepted"
-                acc_used = dict(accepted)
-    gating = status == "regression" and not (cross and not gate_cross_hardware)
-    unit = f" {cur.unit}" if cur.unit else ""
-    parts = [f"{name}: baseline {_fmt(b)}{unit} → now {_fmt(c)}{unit}",
-             f"({_pct(change)}" + (f", Δ {delta:+.4g}" if delta is not None and not tol.relative else "")
-             + f"; tolerance {tol.text})"]
-    if detail:
-        parts.append(detail)
-    msg = " ".join(parts) + f": {status}"
-    if status == "accepted" and acc_used:
-        msg += (f" (accepted at {_fmt(float(acc_used['value']))}{unit} by {acc_used.get('who', '?')}"
-                f": {acc_used.get('reason', '')})")
-    guard = ""
-    if cross:
-        guard = "baseline from other hardware; " + ("gated" if gate_cross_hardware else "not gated")
-        msg += f" [{guard}]"
-    return Verdict(nodeid=nodeid, metric=name, status=status, baseline=b, current=c, change=change,
-                   tolerance=tol.text, cross_hardware=cross, gating=gating, message=msg, delta=delta,
-                   unit=cur.unit, better=cur.better, kind=cur.kind, accepted=acc_used, guard=guard, **kw)
-
-
-def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Tolerance, *,
-                   same_hardware: bool, gate_cross_hardware: bool = False, alpha: float = 0.01,
-                   accepted: Mapping[str, Any] | None = None, conf: float = 0.95,
-                   n_boot: int = 2000, seed: int = 0, history: Sequence[float] = (),
-                   repeats: Sequence[float] = ()) -> Verdict:
-    """Judge one metric of one test against its baseline by the rules of this module.
-
-    ``history``: this metric's figure in earlier saved runs of the baseline (same name and
-    hardware), from which the run-to-run spread of the statistical kinds is measured.
-    ``repeats``: its figure in the saved runs of the baseline's own code (:func:`repeat_values`);
-    with a measured spread, the change is taken from their geometric mean.
-    """
-    kind = cur.kind or base.kind
-    better = cur.better
-    common = dict(hardware_bound=kind in HARDWARE_KINDS, same_hardware=same_hardware,
-                  gate_cross_hardware=gate_cross_hardware, accepted=accepted)
-    if better not in (LOWER, HIGHER) or kind == "info":
-        return _finish(nodeid, name, "not_gated", base, cur, tol, **common)
-    if not metric_info(name).gated:
-        return _finish(nodeid, name, "not_gated", base, cur, tol,
-                       detail="(depends on what else the session holds: shown and budgeted, not compared)",
-                       **common)
-    b, c = base.value, cur.value
-    if not (math.isfinite(b) and math.isfinite(c)):
-        return _finish(nodeid, name, "inconclusive", base, cur, tol,
-                       detail="(a value is missing or not finite)", **common)
-    beyond = tol.exceeded(b, c)
-    worse = _is_worse(c - b, better)
-
-    if kind in STAT_KINDS:
-        bs, cs = _values(base), _values(cur)
-        rel_tol = tol.value if tol.relative else (tol.value / abs(b) if b else math.inf)
-        info = metric_info(name)
-        rl = stats.run_level_change(b, c, rel_tol=rel_tol, history=history, prior_spread=info.run_spread,
-                                    prior_df=info.prior_df, base_samples=bs, cur_samples=cs, alpha=alpha,
-                                    repeats=repeats)
-        evidence = "history" if rl.source == "history" else "assumed"
-        if rl.floored:
-            spread = (f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: {rl.n_runs} saved runs moved only "
-                      f"±{rl.measured * 100:.2g}%, and runs saved in a row miss how far the host drifts")
-        elif evidence == "history":
-            spread = f"run-to-run spread ±{rl.spread * 100:.2g}% from {rl.n_runs} saved runs"
-        else:
-            spread = f"run-to-run spread ±{rl.spread * 100:.2g}% assumed: no run history yet"
-        if rl.n_reference > 1:  # the baseline's level from its repeated saves: judged and shown from it
-            b = rl.reference
-            base = replace(base, value=b)
-            beyond, worse = tol.exceeded(b, c), _is_worse(c - b, better)
-            spread += f"; baseline = geometric mean of its {rl.n_reference} saved runs of the same code"
-        det = rl.detectable if math.isfinite(rl.detectable) else None
-        ci = rl.ci if all(math.isfinite(x) for x in rl.ci) else None
-        kw = dict(p_value=rl.p_value if math.isfinite(rl.p_value) else None, ci=ci, ci_of="change",
-                  detectable=det, evidence=evidence)
-        ci_txt = f", {1 - 2 * alpha:.0%} CI of change [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
-        if beyond:
-            if math.isfinite(rl.p_value) and rl.p_value < alpha:
-                status = "regression" if worse else "improvement"
-                return _finish(nodeid, name, status, base, cur, tol,
-                               detail=f"(p={rl.p_value:.3g}{ci_txt}; {spread})", **kw, **common)
-            # a pass when unchanged runs often move this far and run-to-run drift, not the two runs' own
-            # scattered samples, is what leaves the change unknown (more samples would not settle it)
-            seldom = not (math.isfinite(rl.p_value) and rl.p_value >= SUGGESTIVE_P)
-            scattered = rl.se_within > rl.se_runs
-            if worse and (seldom or scattered):
-                why = ("unchanged runs seldom move this far" if seldom
-                       else "the two runs' own samples scatter too much to tell")
-                return _finish(nodeid, name, "inconclusive", base, cur, tol,
-                               detail=(f"({why}, but within the noise at {alpha:g}: p={rl.p_value:.3g}{ci_txt}; "
-                                       f"{spread}; changes beyond {_pct(det)} are told apart)"), **kw, **common)
-        if len(cs) >= 3 and stats.rel_ci_halfwidth(cs) > 2 * max(rel_tol, rl.spread):
-            return _finish(nodeid, name, "too_noisy", base, cur, tol,
-                           detail=(f"(this run's {len(cs)} samples scatter ±"
-                                   f"{stats.rel_ci_halfwidth(cs) * 100:.1f}% around their median, more than twice "
-                                   "the tolerance)"), **kw, **common)
-        # beyond the tolerance but within the noise, better, or worse by as much as unchanged runs often
-        # move: no regression to warn of, and too little evidence to call it an improvement
-        moved_txt = ""
-        if beyond and worse:
-            moved_txt = (f"(worse, within what unchanged runs often move: p={rl.p_value:.3g}{ci_txt}; {spread}; "
-                         f"changes beyond {_pct(det)} are told apart)")
-        elif beyond:
-            moved_txt = f"(better, within what unchanged runs move: p={rl.p_value:.3g}{ci_txt}; {spread})"
-        return _finish(nodeid, name, "pass", base, cur, tol, detail=moved_txt, **kw, **common)
-
-    if kind == "accuracy" and base.items and cur.items and len(base.items) == len(cur.items):
-        p = stats.paired_p_value(base.items, cur.items)
-        ci = stats.paired_bootstrap_diff_ci(base.items, cur.items, conf, n_boot, seed)
-        detail = (f"paired over {len(cur.items)} items: p={p:.3g}, {conf:.0%} CI of mean item difference "
-                  f"[{ci[0]:+.4g}, {ci[1]:+.4g}]")
-        if beyond and p < alpha:
-            status = "regression" if worse else "improvement"
-        elif beyond and worse:
-            status = "inconclusive"
-            detail += f" (not significant at {alpha:g})"
-        else:  # within tolerance, or better by more than it without significance
-            status = "pass"
-            if beyond:
-                detail += f" (better, not significant at {alpha:g})"
-        return _finish(nodeid, name, status, base, cur, tol, p_value=p, ci=ci, ci_of="items",
-                       detail=detail, **common)
-
-    # memory, exact, accuracy without per-item data: deterministic, compared directly
-    status = ("regression" if worse else "improvement") if beyond else "pass"
-    return _finish(nodeid, name, status, base, cur, tol, **common)
+        if math.isfinite(av):
+            within_acc = (not _is_worse(c - av, better)) or not tol.exceeded(av, c)
+            acc_record = dict(accepted) if within_acc else None
+    v = Verdict(status=dec.status, p_value=fi.p_value, ci=ci, detectable=detectable, ci_of=fi.ci_of,
+                message=msg, evidence=fi.evidence, shown_worse=dec.shown_worse,
+                gating=dec.status == REGRESSION, accepted=acc_record, **common)
+    return v.with_reasons(_r.reasons_for(
+        _r.other_hardware(kind, same_hardware, gate_cross_hardware),
+        _r.accepted(dec.status, accepted, within_acc)))
 
 
 _HOST_ORDER = ("quiet", "contended", "too_busy")
@@ -309,23 +287,47 @@ def _note_host(host: dict[str, Mapping[str, Any]], key: str, h: Any, prefix: str
         host[key] = {"state": h["state"], "summary": prefix + str(h.get("summary", ""))}
 
 
+def model_key(metric: str) -> str:
+    """Which model of a test a metric belongs to: ``""`` (the first), ``"ref."`` or ``"[label]"``."""
+    base = base_metric_name(metric)
+    return metric.replace(base, "", 1)
+
+
+def _same_work(base_m: Mapping[str, Any], cur: Mapping[str, Metric], key: str) -> bool | None:
+    """Whether this model's work per token is identical to the baseline's, by name where kept.
+
+    None where the work was not counted on either side.
+    """
+    names = [n for n, m in cur.items() if m.kind == "work" and model_key(n) == key]
+    if not names:
+        return None
+    for n in names:
+        b = base_m.get(n)
+        if not isinstance(b, Mapping) or b.get("value") != cur[n].value:
+            return False
+        bn, cn = (b.get("extra") or {}).get("by_name"), (cur[n].extra or {}).get("by_name")
+        if bn is not None and cn is not None and bn != cn:
+            return False
+    return True
+
+
 def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[str, Any] | None, *,
                tolerances: Mapping[str, Tolerance] | None = None,
                per_test: Mapping[str, Tolerance] | None = None,
                accepted: Mapping[str, Any] | None = None, same_hardware: bool,
-               gate_cross_hardware: bool = False, history: Mapping[str, Sequence[float]] | None = None,
-               repeats: Mapping[str, Sequence[float]] | None = None, alpha: float = 0.01) -> list[Verdict]:
+               gate_cross_hardware: bool = False, same_code: Mapping[str, Sequence[float]] | None = None,
+               alpha: float = ALPHA) -> list[Verdict]:
     """Every verdict of one test against its baseline: the one path the plugin, ``quantperf
     compare`` and the reports share.
 
-    Metrics only in this run are ``new``; only in the baseline, ``gone``; then the kernel-time and
-    host-contention rules apply per model. ``base_test`` None means the test is new.
+    Metrics only in this run are ``new``; only in the baseline, ``gone``; then the reasons that
+    look across a model's figures (host contention, GPU clocks, unchanged work) are added.
+    ``base_test`` None means the test is new.
     """
     tolerances = tolerances or {}
     per = {nodeid: dict(per_test or {})}
     accepted = accepted or {}
-    history = history or {}
-    repeats = repeats or {}
+    same_code = same_code or {}
     base_metrics = (base_test or {}).get("metrics") or {}
     verdicts: list[Verdict] = []
     host: dict[str, Mapping[str, Any]] = {}
@@ -343,8 +345,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
         _note_host(host, model_key(name), (base.extra or {}).get("host"), "the baseline's runs: ")
         verdicts.append(compare_metric(nodeid, name, base, cur, tol, same_hardware=same_hardware,
                                        gate_cross_hardware=gate_cross_hardware, alpha=alpha,
-                                       accepted=accepted.get(name), history=history.get(name, ()),
-                                       repeats=repeats.get(name, ())))
+                                       accepted=accepted.get(name), same_code=same_code.get(name, ())))
     if base_test is not None:
         for name in sorted(set(base_metrics) - set(metrics)):
             base = _metric(name, base_metrics[name])
@@ -353,25 +354,33 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
                                     message=f"{name}: baseline {_fmt(base.value)} {base.unit}".rstrip()
                                     + ": gone (not measured in this run)",
                                     unit=base.unit, better=base.better, kind=base.kind))
-    clocks = {name: ((base_metrics.get(name) or {}).get("extra") or {}).get("gpu_clocks") for name in metrics}
-    verdicts = clock_guard(verdicts, {n: (c, (metrics[n].extra or {}).get("gpu_clocks")) for n, c in clocks.items()})
-    return contention_guard(kernel_time_guard(verdicts), host)
+    kernel: dict[str, bool] = {model_key(v.metric): v.status == PASS for v in verdicts
+                               if base_metric_name(v.metric) == "gpu_ms_per_token" and v.status != "new"}
+    work = {key: _same_work(base_metrics, metrics, key) for key in {model_key(n) for n in metrics}}
+    out = []
+    for v in verdicts:
+        if v.status in ("new", "gone", "not_gated"):
+            out.append(v)
+            continue
+        key = model_key(v.metric)
+        base_clocks = ((base_metrics.get(v.metric) or {}).get("extra") or {}).get("gpu_clocks")
+        cur_clocks = (metrics[v.metric].extra or {}).get("gpu_clocks")
+        out.append(v.with_reasons(_r.reasons_for(
+            _r.host_contended(v.kind, host.get(key)),
+            _r.clock_moved(v.kind, base_clocks, cur_clocks),
+            _r.work_unchanged(base_metric_name(v.metric), work.get(key), kernel.get(key)))))
+    return out
 
 
-def history_values(history: Sequence[Mapping[str, Any]], nodeid: str, hardware_id: str | None,
-                   limit: int = 10) -> dict[str, list[float]]:
-    """Per metric of one test, its figure in the latest ``limit`` saved runs on this hardware."""
-    return _figures(_runs_on(history, hardware_id)[-limit:], nodeid)
-
-
-def repeat_values(history: Sequence[Mapping[str, Any]], nodeid: str, base_doc: Mapping[str, Any] | None,
-                  limit: int = 10) -> dict[str, list[float]]:
+def same_code_values(history: Sequence[Mapping[str, Any]], nodeid: str, base_doc: Mapping[str, Any] | None,
+                     limit: int = 10) -> dict[str, list[float]]:
     """Per metric of one test, its figure in the saved runs of the baseline's own code.
 
     Those are the runs on the baseline's hardware whose git commit is the baseline's, both trees
     clean: the same code measured again, so their spread is only the host's and their mean is a
     better level than one run. Without git (or with a dirty tree) nothing is known to be the same
-    code, and the baseline's own figure stands alone.
+    code, and the baseline's own figure stands alone. Runs of other commits never count: a change
+    of code is not noise.
     """
     git = (base_doc or {}).get("git") or {}
     commit = git.get("commit")
@@ -444,14 +453,14 @@ def _hardware_id(doc: Mapping[str, Any]) -> str | None:
 def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
                  tolerances: Mapping[str, Tolerance] | None = None, *,
                  per_test: Mapping[str, Mapping[str, Tolerance]] | None = None,
-                 gate_cross_hardware: bool = False, alpha: float = 0.01,
+                 gate_cross_hardware: bool = False, alpha: float = ALPHA,
                  history: Sequence[Mapping[str, Any]] | None = None) -> Comparison:
     """Compare every metric of every test of ``cur_doc`` with ``base_doc`` (run documents).
 
     Metrics only in the current run are ``new``; only in the baseline, of a test that ran,
     ``gone``; whole tests missing from the current run are listed in ``gone_tests`` (a shard
     or ``-k`` selection), not judged.  Acceptance records come from ``base_doc["accepted"]``;
-    ``history`` (saved runs of the baseline's name) gives the run-to-run spread.
+    ``history`` (saved runs of the baseline's name) gives the saves of the baseline's own code.
     """
     tolerances = tolerances or {}
     bh, ch = _hardware_id(base_doc), _hardware_id(cur_doc)
@@ -470,8 +479,7 @@ def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
         verdicts += judge_test(nodeid, cur_metrics, base_tests.get(nodeid) if nodeid in base_tests else None,
                                tolerances=tolerances, per_test=own, accepted=accepted_all.get(nodeid) or {},
                                same_hardware=same, gate_cross_hardware=gate_cross_hardware,
-                               history=history_values(history or (), nodeid, bh),
-                               repeats=repeat_values(history or (), nodeid, base_doc), alpha=alpha)
+                               same_code=same_code_values(history or (), nodeid, base_doc), alpha=alpha)
     gone_tests = sorted(set(base_tests) - set(cur_tests))
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .budgets import Budget, evaluate
@@ -15,6 +15,32 @@ from .measure import GenerateResult, SamplingPlan, measure_generate
 from .results import HIGHER, LOWER, Metric, TestResult, make_metric
 
 DEFAULT_PROMPT = "Who invented the light bulb?"
+
+
+def _merged(old: Metric, new: Metric) -> Metric:
+    """A figure measured again in the same test on the same model keeps every call's samples.
+
+    Samples and per-item results are concatenated in call order (so paired comparisons still
+    line up, call for call); the value is the median of all samples for the statistical kinds and
+    the worse of the two for one-value figures (a peak stays a peak).
+    """
+    samples = old.samples + new.samples
+    items = old.items + new.items
+    if new.kind in ("timing", "energy", "gpu_timing") and samples:
+        value = statistics.median(samples)
+    elif new.kind == "accuracy" and items and base_is_mean(new.name):
+        value = statistics.fmean(items)
+    else:
+        worse = max if new.better == LOWER else min
+        value = worse(old.value, new.value)
+    calls = int((old.extra or {}).get("calls", 1)) + 1
+    return replace(new, value=float(value), samples=samples, items=items,
+                   flags=tuple(dict.fromkeys(old.flags + new.flags)), extra={**new.extra, "calls": calls})
+
+
+def base_is_mean(name: str) -> bool:
+    """Accuracy figures that are the mean of their 0/1 items."""
+    return name.split("[", 1)[0].removeprefix("ref.") in ("accuracy", "accuracy_norm")
 
 
 class AccuracyRefused(ValueError):
@@ -32,6 +58,7 @@ class Recorder:
         self.result.budgets = self.budget.to_dict()
         self._primary: str | None = None
         self._mc: dict[str, Any] = {}  # label -> MCResult, for paired verdicts
+        self._noted: set[str] = set()  # the model's own figures (footprint, load time): set once, never merged
 
     # ----------------------------------------------------------------- keys
     def _key(self, lm: Any, name: str) -> str:
@@ -45,7 +72,10 @@ class Recorder:
         key = self._key(lm, name) if lm is not None else name
         m = make_metric(name, samples, model=lm.label if lm is not None else None, **kw)
         if key != name:
-            m = Metric(**{**m.__dict__, "name": key})
+            m = replace(m, name=key)
+        old = self.result.metrics.get(key)
+        if old is not None and key not in self._noted:
+            m = _merged(old, m)
         self.result.metrics[key] = m
         return m
 
@@ -53,10 +83,10 @@ class Recorder:
         if lm.label in self.result.models and self.result.models[lm.label].get("reference") == lm.reference:
             return
         self.result.models[lm.label] = lm.summary()
-        self._put(lm, "footprint_mb", lm.footprint_mb)
-        if lm.disk_bytes:
-            self._put(lm, "disk_mb", lm.disk_mb)
-        self._put(lm, "load_s", lm.load_s)
+        for name, value in (("footprint_mb", lm.footprint_mb), ("disk_mb", lm.disk_mb if lm.disk_bytes else None),
+                            ("load_s", lm.load_s)):
+            if value is not None:
+                self._noted.add(self._put(lm, name, value).name)
 
     # ----------------------------------------------------------------- measurements
     def generate(self, lm: Any, prompt: str | Sequence[str] = DEFAULT_PROMPT, max_new_tokens: int = 32, *,
@@ -136,10 +166,12 @@ class Recorder:
         key = ("perplexity", lm.spec, hash(text), stride, max_length)
         res = self.session.ref_cache.get(key) if lm.reference else None
         if res is None:
-            res = accuracy.perplexity(lm.model, lm.tokenizer, text, stride=stride, max_length=max_length)
+            res = accuracy.perplexity(lm.model, lm.tokenizer, text, stride=stride, max_length=max_length,
+                                      per_token=True)
             if lm.reference:
                 self.session.ref_cache[key] = res
-        self._put(lm, "perplexity", res.perplexity, kind="accuracy",
+        # every token's NLL kept: a comparison is paired per token (the same text, token for token)
+        self._put(lm, "perplexity", res.perplexity, kind="accuracy", items=res.per_token_nll or (),
                   extra={"n_tokens": res.n_tokens, "nll_mean": res.nll_mean})
         return res
 
@@ -164,7 +196,8 @@ class Recorder:
         extra: dict[str, Any] = {"n": res.n, "dataset": dataset if isinstance(dataset, str) else "custom"}
         self._mc[("ref" if lm.reference else "cand")] = res
         self._put(lm, "accuracy", res.accuracy, kind="accuracy", items=correct, extra=extra)
-        self._put(lm, "accuracy_norm", res.accuracy_norm, kind="accuracy", extra=extra)
+        self._put(lm, "accuracy_norm", res.accuracy_norm, kind="accuracy",
+                  items=tuple(float(c) for c in res.correct_norm), extra=extra)
         cand, ref = self._mc.get("cand"), self._mc.get("ref")
         if cand is not None and ref is not None and len(cand.correct) == len(ref.correct):
             a = [float(x) for x in cand.correct]
@@ -201,13 +234,19 @@ class Recorder:
         return res
 
     def record(self, name: str, value: float | Iterable[float], unit: str = "", better: str = LOWER) -> Metric:
-        """A metric of the user's own; a list of values keeps every sample."""
+        """A metric of the user's own; a list of values keeps every sample.
+
+        Several values are samples of one run: compared as a timing, with the run-to-run spread
+        assumed for wall clock. One number has no noise to measure: it is compared directly
+        against its tolerance (10% unless given), and its verdict says so.
+        """
         if better not in (LOWER, HIGHER):
             raise ValueError(f"record: better must be 'lower' or 'higher', got {better!r}")
         if not name.isidentifier():
             raise ValueError(f"record: metric name must be an identifier, got {name!r}")
         single = isinstance(value, (int, float))
-        return self._put(None, name, value, unit=unit, better=better, kind="exact" if single else "timing")
+        return self._put(None, name, value, unit=unit, better=better, kind="exact" if single else "timing",
+                         extra={"compared": "one value: compared directly against its tolerance"} if single else None)
 
     @property
     def results(self) -> Mapping[str, Metric]:
@@ -247,7 +286,7 @@ def promote_reference_only(result: TestResult) -> None:
 
 def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
     """Budgets first, then the baseline: one line per breach or regression."""
-    from .compare import history_values, judge_test, parse_tolerance, repeat_values
+    from .compare import judge_test, parse_tolerance, same_code_values
 
     promote_reference_only(result)
     j = Judgement()
@@ -255,14 +294,13 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         return j
     for chk in evaluate(budget, result, device=device):
         j.verdicts.append(chk.to_dict())
-        if chk.status in ("breach", "missing"):
+        if chk.gating:
             j.failures.append("budget " + chk.message)
-        elif chk.status == "inconclusive":
+        elif chk.warns:
             j.warnings.append("budget " + chk.message)
     doc = session.baseline_doc
     if doc is None:
         return j
-    hw = ((doc.get("env") or {}).get("hardware_id"))
     saved = getattr(session, "baseline_history", None) or ()
     found = judge_test(
         result.nodeid, result.metrics, session.baseline_test(result.nodeid),
@@ -271,67 +309,29 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         accepted=((doc.get("accepted") or {}).get(result.nodeid) or {}),
         same_hardware=bool(session.baseline_matched_hw),
         gate_cross_hardware=session.settings.gate_cross_hardware,
-        history=history_values(saved, result.nodeid, hw), repeats=repeat_values(saved, result.nodeid, doc))
+        same_code=same_code_values(saved, result.nodeid, doc))
     for v in found:
         j.verdicts.append(v.to_dict())
-        if v.status == "regression" and v.gating:
+        if v.gating:
             j.failures.append("regression " + v.message)
     j.warnings.extend(warning_lines(found))
     return j
 
 
-def _within_run_noise(v: Any) -> bool:
-    """An inconclusive timing change that only run-to-run noise keeps from a verdict: a run-level
-    test was taken (``evidence``) and nothing held it back (no ``guard``: host, kernel time, clocks,
-    other hardware)."""
-    return v.status == "inconclusive" and bool(v.evidence) and not v.guard
-
-
 def warning_lines(verdicts: Sequence[Any]) -> list[str]:
-    """The warnings of one test's baseline verdicts: one line per cause, not one per figure.
+    """The warnings of one test's baseline verdicts: figures the runs show worse without saying by
+    how much (inconclusive, the whole interval on the worse side, no reason), one line for all.
 
-    Latency, per-token time and tokens/s are one measurement: beside a busy process, or within the
-    run-to-run noise, all four move, and four lines saying the same teach people to skip them. Figures
-    that moved within the noise share one line (:func:`_noise_warning`); figures a guard withdrew
-    (host contended, kernel time steady, another clock) share one line per status and guard, naming
-    each figure's change; a figure alone under its cause keeps its full message.
+    Latency, per-token time and tokens/s are one measurement and move together: one line names
+    each figure's change and what would settle it. Everything else is in the reports, not printed.
     """
-    noise: list[Any] = []
-    groups: dict[tuple[str, Any], list[Any]] = {}  # (status, guard), or (status, id) when unguarded: in order seen
-    for v in verdicts:
-        if _within_run_noise(v):
-            noise.append(v)
-        elif v.status in ("inconclusive", "too_noisy") or (v.status == "regression" and not v.gating):
-            groups.setdefault((v.status, v.guard or id(v)), []).append(v)
-    out = []
-    for (status, g), vs in groups.items():
-        if len(vs) == 1:
-            out.append(f"{status} " + vs[0].message)
-        else:
-            label = "regression (not gated)" if status == "regression" else status
-            out.append(f"{label} {_moved(vs)} [{g}]")
-    if noise:
-        out.append(_noise_warning(noise))
-    return out
-
-
-def _moved(vs: Sequence[Any]) -> str:
-    return ", ".join(f"{v.metric} {v.change * 100:+.1f}%" if v.change is not None else v.metric for v in vs)
-
-
-def _noise_warning(vs: Sequence[Any]) -> str:
-    """One warning per test for every figure that moved beyond tolerance within the noise: farther
-    than unchanged runs often move, or in runs whose own samples scatter too much to tell.
-
-    They move together (latency, per-token time and tokens/s are one measurement), so one line
-    says it, with what would settle it, instead of one line per figure.
-    """
-    moved = _moved(vs)
+    vs = [v for v in verdicts if v.warns]
+    if not vs:
+        return []
+    if len(vs) == 1:
+        return ["inconclusive " + vs[0].message]
+    moved = ", ".join(f"{v.metric} {v.change * 100:+.1f}%" if v.change is not None else v.metric for v in vs)
     det = [v.detectable for v in vs if v.detectable is not None]
-    assumed = any(v.evidence == "assumed" for v in vs)
-    spread = ("run-to-run spread assumed: no run history yet" if assumed
-              else "run-to-run spread from the baseline's saved runs")
-    told = f"; changes beyond {max(det) * 100:+.0f}% are told apart" if det else ""
-    return (f"inconclusive {moved}: beyond tolerance, not told apart from the noise ({spread}{told}). "
-            "Save the baseline 3 or more times from one clean commit to measure this host's spread, "
-            "or gate wall clock with `quantperf ab`.")
+    told = f"; these runs decide changes beyond {max(det) * 100:+.0f}%" if det else ""
+    return [f"inconclusive {moved}: worse, by how much these runs cannot say{told}. Save the baseline again "
+            "from the same code (each save narrows this) or measure both commits with `quantperf ab`."]

@@ -35,7 +35,7 @@ def _chg_class(r: Mapping[str, Any]) -> str:
     s = r.get("status")
     if s in ("regression", "breach") and r.get("gating"):
         return "chg-bad"
-    if s in ("inconclusive", "too_noisy", "regression"):
+    if s in ("inconclusive", "regression"):
         return "chg-warn"
     if s == "improvement":
         return "chg-good"
@@ -84,7 +84,7 @@ def render_html(view: Mapping[str, Any], data: Any, *, baseline_doc: Mapping[str
         if len(candidates) > max_sample_charts:
             sample_note = (f"Sample charts are drawn for {max_sample_charts} of {len(candidates)} tests with "
                            "repeated samples (problems first); every sample is in the embedded JSON.")
-    attention = sorted((r for t in view["tests"] for r in t["rows"] if r["status"] in NOTABLE),
+    attention = sorted((r for t in view["tests"] for r in t["rows"] if r.get("attention")),
                        key=lambda r: SEVERITY.index(r["status"]))
     tmpl = _env().get_template("report.html.j2")
     return tmpl.render(

@@ -4,10 +4,9 @@ from __future__ import annotations
 import html
 from typing import Any, Mapping, Sequence
 
-from .view import NOTABLE, SEVERITY, fmt_num, fmt_pct, summary_line
+from .view import SEVERITY, fmt_num, fmt_pct, summary_line
 
-ICON = {"breach": "❌", "missing": "❌", "regression": "❌", "inconclusive": "⚠️", "too_noisy": "⚠️",
-        "accepted": "☑️", "improvement": "🚀", "pass": "✅", "new": "🆕", "gone": "➖", "n/a": "➖"}
+ICON = {"breach": "❌", "missing": "❌", "regression": "❌", "inconclusive": "⚠️", "improvement": "🚀", "pass": "✅", "new": "🆕", "gone": "➖", "n/a": "➖"}
 
 
 def cell(text: Any) -> str:
@@ -60,7 +59,7 @@ def render(view: Mapping[str, Any], *, title: str = "quantperf", max_rows: int =
     if s["warnings"]:
         lines.append("")
     rows = [r for t in view["tests"] for r in t["rows"]]
-    notable = sorted((r for r in rows if r["status"] in NOTABLE), key=lambda r: SEVERITY.index(r["status"]))
+    notable = sorted((r for r in rows if r.get("attention")), key=lambda r: SEVERITY.index(r["status"]))
     if notable:
         lines += ["### Needs attention", "",
                   "| test | metric | value | budget | baseline | change | verdict | detail |",

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence, TextIO
 from .view import NOTABLE, fmt_num, fmt_pct, proof_text, shorten_nodeid, summary_line
 
 COLOUR = {"breach": "red", "missing": "red", "regression": "red", "inconclusive": "yellow",
-          "too_noisy": "yellow", "accepted": "cyan", "improvement": "green", "pass": "green",
+          "improvement": "green", "pass": "green",
           "new": "cyan", "gone": "yellow", "n/a": "cyan"}
 
 
@@ -175,7 +175,7 @@ def render(view: Mapping[str, Any], out: Any, verbose: int = 0, *, title: str = 
     out.sep("=", title)
     width = max(40, getattr(out, "width", 100) - 4)
     if verbose < 0:
-        notable = [(t, r) for t in tests for r in t["rows"] if r["status"] in NOTABLE]
+        notable = [(t, r) for t in tests for r in t["rows"] if r.get("attention") or r["status"] == "improvement"]
         for t, r in notable:
             mk = _mk(r["status"])
             if r["status"] == "regression" and not r["gating"]:

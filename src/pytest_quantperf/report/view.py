@@ -15,10 +15,10 @@ from ..budgets import ABSOLUTE, RELATIVE
 from ..results import METRICS
 
 #: worst first: the status a row shows is the worst of its verdicts
-SEVERITY = ("breach", "missing", "regression", "inconclusive", "too_noisy", "accepted", "n/a", "improvement",
+SEVERITY = ("breach", "missing", "regression", "inconclusive", "n/a", "improvement",
             "new", "gone", "pass", "not_gated", "")
-#: rows that ``-q`` and the "needs attention" sections show
-NOTABLE = ("breach", "missing", "regression", "inconclusive", "too_noisy", "accepted", "n/a", "improvement")
+#: rows that ``-q`` lists (the "needs attention" sections list only rows whose ``attention`` is set)
+NOTABLE = ("breach", "missing", "regression", "inconclusive", "improvement")
 FAILING = ("breach", "missing", "regression")
 
 #: metrics shown at the default verbosity (every metric at -v); user metrics are always key
@@ -243,18 +243,33 @@ def _rows_for_test(nodeid: str, t: Mapping[str, Any], base_test: Mapping[str, An
             "baseline_status": bstatus, "budget_status": bv.get("status") if bv else None,
             "status": status, "gating": any(bool(x.get("gating")) for x in (bv, cv_) if x),
             "message": " | ".join(messages), "messages": messages, "detail": detail,
+            "reasons": [r.get("text") for x in (bv, cv_) if x for r in (x.get("reasons") or [])],
+            "warns": any(_warns(x) for x in (bv, cv_) if x),
             "notes": [{"status": str(x.get("status")), "message": str(x.get("message"))}
                       for x in (bv, cv_) if x and x.get("message") and x.get("status") in NOTABLE], "key": is_key_metric(name) or bool(bv) or status in NOTABLE,
         }
+        # what a reader must look at: what fails, what warns, and a regression or breach a reason holds back
+        row["attention"] = row["gating"] or row["warns"] or (status in FAILING and bool(row["reasons"]))
         if row["change"] is None and _finite(value) and _finite(baseline_value) and baseline_value:
             row["change"] = (value - baseline_value) / abs(baseline_value)
         rows.append(row)
     return rows
 
 
+def _warns(v: Mapping[str, Any]) -> bool:
+    """A verdict printed as a warning: shown worse without a size (baseline), or beyond its limit
+    without certainty (budget), and no reason explains it."""
+    if v.get("status") != "inconclusive" or v.get("reasons"):
+        return False
+    if v.get("source") == "budget":
+        cur, lim = v.get("current"), v.get("limit")
+        return "straddles the limit" in str(v.get("message")) and _finite(cur) and _finite(lim) and cur != lim
+    return bool(v.get("shown_worse"))
+
+
 def _count(rows: list[dict[str, Any]]) -> dict[str, int]:
-    c = {k: 0 for k in ("breach", "missing", "regression", "regression_not_gated", "inconclusive", "too_noisy",
-                        "improvement", "accepted", "new", "gone", "pass", "not_gated", "gating", "n/a")}
+    c = {k: 0 for k in ("breach", "missing", "regression", "regression_not_gated", "inconclusive", "warns",
+                        "improvement", "new", "gone", "pass", "not_gated", "gating", "n/a")}
     for r in rows:
         bs = r.get("budget_status")
         if bs in ("breach", "missing", "inconclusive", "pass", "n/a"):
@@ -266,6 +281,8 @@ def _count(rows: list[dict[str, Any]]) -> dict[str, int]:
             c[s] += 1
         if r["gating"]:
             c["gating"] += 1
+        if r.get("warns"):
+            c["warns"] += 1
     return c
 
 
@@ -315,7 +332,7 @@ def build_view(doc: Mapping[str, Any], *, baseline_doc: Mapping[str, Any] | None
     failed = [t["nodeid"] for t in tests if t["outcome"] == "failed"]
     if counts["gating"] or failed:
         overall = "fail"
-    elif any(counts[k] for k in ("inconclusive", "too_noisy", "regression_not_gated")) or warnings:
+    elif any(counts[k] for k in ("warns", "regression_not_gated")) or warnings:
         overall = "warn"
     else:
         overall = "pass"
@@ -393,13 +410,10 @@ def summary_line(view: Mapping[str, Any]) -> str:
     parts.append(f"{nb} budget{'s' if nb != 1 else ''} breached")
     reg = f"{c['regression']} regression{'s' if c['regression'] != 1 else ''}"
     if c["regression_not_gated"]:
-        reg += f" (+{c['regression_not_gated']} not gated: other hardware)"
+        reg += f" (+{c['regression_not_gated']} not gated)"
     parts.append(reg)
-    parts.append(f"{c['inconclusive']} inconclusive")
-    parts.append(f"{c['too_noisy']} too noisy")
+    parts.append(f"{c['inconclusive']} inconclusive" + (f" ({c['warns']} shown worse)" if c.get("warns") else ""))
     parts.append(f"{c['improvement']} improvement{'s' if c['improvement'] != 1 else ''}")
-    if c["accepted"]:
-        parts.append(f"{c['accepted']} accepted")
     if c.get("n/a"):
         parts.append(f"{c['n/a']} budget{'s' if c['n/a'] != 1 else ''} n/a on this device")
     text = ", ".join(parts)

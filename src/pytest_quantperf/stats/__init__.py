@@ -8,7 +8,7 @@ the functions that use them: importing this package (as configure-time code may)
 * :mod:`.samples`: the samples of one run: median intervals, Mann–Whitney, the bootstrap of a
   median ratio, the adaptive-sampling rule and sample-size advice;
 * :mod:`.paired`: paired items (McNemar, paired bootstrap, paired p-value);
-* :mod:`.runs`: runs as the unit: a change judged against the run-to-run spread;
+* :mod:`.runs`: runs as the unit: the interval of a change from the run-to-run spread;
 * :mod:`.rounds`: paired rounds (``quantperf ab``): the change over rounds, the signed-rank test
   across rounds and the stratified rank test within them.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from .paired import mcnemar_exact, paired_bootstrap_diff_ci, paired_p_value
 from .rounds import (DEFAULT_ALPHA, RoundsChange, paired_rounds_change, rounds_for_alpha, rounds_shift_p,
                      second_look_alpha, signed_rank_p, signed_rank_size, stratified_rank_p)
-from .runs import RunLevelTest, run_level_change, run_spread
+from .runs import KNOWN_DF, RunChange, run_change, run_spread, t_quantile
 from .samples import (AdaptiveRule, bootstrap_median_ratio_ci, mann_whitney, median_ci, min_detectable_change,
                       min_samples_for, rel_ci_halfwidth, robust_rel_sd, samples_needed, warmup_settled)
 
@@ -27,7 +27,7 @@ __all__ = [
     "median_ci", "rel_ci_halfwidth", "mann_whitney", "bootstrap_median_ratio_ci",
     "mcnemar_exact", "paired_bootstrap_diff_ci", "paired_p_value", "AdaptiveRule",
     "warmup_settled", "min_samples_for", "min_detectable_change", "samples_needed",
-    "robust_rel_sd", "RunLevelTest", "run_spread", "run_level_change",
+    "robust_rel_sd", "RunChange", "run_spread", "run_change", "t_quantile", "KNOWN_DF",
     "DEFAULT_ALPHA", "RoundsChange", "paired_rounds_change", "rounds_for_alpha", "rounds_shift_p",
     "signed_rank_p", "stratified_rank_p", "signed_rank_size", "second_look_alpha",
 ]

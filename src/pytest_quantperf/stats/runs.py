@@ -1,6 +1,11 @@
-"""Runs as the unit: a change between two runs judged against how much unchanged runs move.
+"""Runs as the unit: the interval of a change between two runs, from how far unchanged runs move.
 
-scipy is imported inside the function.
+Repeats inside one run share its host load, clocks and memory placement, so they cannot say how
+far a whole run moves; that spread is an assumption about the machine (a prior with a stated
+weight) until saved runs of the same code measure it, and the two are pooled continuously: one
+more save, or a save that moved a little more, moves the interval a little, never by a jump.
+
+scipy is imported inside the functions that need it.
 """
 from __future__ import annotations
 
@@ -11,37 +16,46 @@ from typing import Sequence
 
 from .samples import _clean, _rel_se_median
 
-__all__ = ["RunLevelTest", "run_spread", "run_level_change"]
+__all__ = ["RunChange", "run_spread", "run_change", "t_quantile", "KNOWN_DF"]
+
+#: the weight, in degrees of freedom, of a prior taken as well known (kernel time's 0.3%)
+KNOWN_DF = 30.0
+
+
+def t_quantile(p: float, df: float | None) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (the normal one for None)."""
+    if df is None or not math.isfinite(df):
+        return statistics.NormalDist().inv_cdf(p)
+    from scipy import stats as _st
+
+    return float(_st.t.ppf(p, df))
 
 
 @dataclass(frozen=True)
-class RunLevelTest:
-    """A change between two runs judged against how much unchanged runs move.
+class RunChange:
+    """A change between runs in log space with its standard error and where the spread came from.
 
-    ``spread`` is the relative standard deviation of one run's figure (a run's median) from run
-    to run; ``source`` says where it came from: ``history`` (measured on ``n_runs`` saved runs of
-    the same baseline name and hardware) or ``assumed`` (no history yet: a stated prior).
-    ``p_value`` is the one-sided probability of a change at least this far beyond the tolerance
-    if the true change were exactly at the tolerance; ``ci`` the interval of the relative change.
-    ``reference`` is what the change is taken from: the baseline's figure, or, when the baseline
-    was saved ``n_reference`` >= 2 times from the same code, the geometric mean of those saves.
+    ``d`` is ``log(current / reference)``; ``reference`` is the baseline's figure, or the geometric
+    mean of its ``n_same_code`` saved runs of the same code. ``spread`` is the pooled log-sd of one
+    run's figure, worth ``df`` degrees of freedom; ``source`` says in words how it was built.
     """
 
-    p_value: float
-    ci: tuple[float, float]
-    detectable: float
+    d: float
+    se: float
+    df: float
     spread: float
+    reference: float
+    n_same_code: int
     source: str
-    n_runs: int
-    reference: float = math.nan
-    n_reference: int = 1
-    #: the saved runs moved less than the prior: the prior stands (``measured`` is what they moved)
-    floored: bool = False
     measured: float = math.nan
-    #: the two parts of the change's standard error (relative): what runs move by (``spread`` over
-    #: the runs compared) and what the two runs' own samples leave unknown; the larger one rules
-    se_runs: float = math.nan
-    se_within: float = math.nan
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The two-sided ``1 - 2 alpha`` interval of ``d``: each side is a one-sided test at alpha."""
+        h = t_quantile(1 - alpha, self.df) * self.se
+        return (self.d - h, self.d + h)
+
+    def halfwidth(self, alpha: float) -> float:
+        return t_quantile(1 - alpha, self.df) * self.se
 
 
 def run_spread(run_values: Sequence[float]) -> float:
@@ -50,67 +64,37 @@ def run_spread(run_values: Sequence[float]) -> float:
     return statistics.stdev(logs) if len(logs) >= 2 else math.inf
 
 
-def run_level_change(base: float, cur: float, *, rel_tol: float, history: Sequence[float] = (),
-                     prior_spread: float, base_samples: Sequence[float] = (),
-                     cur_samples: Sequence[float] = (), alpha: float = 0.01,
-                     repeats: Sequence[float] = (), prior_df: int | None = None) -> RunLevelTest:
-    """Is ``cur`` beyond ``rel_tol`` of ``base`` by more than run-to-run noise explains?
+def run_change(base: float, cur: float, *, prior_spread: float, prior_df: float | None,
+               same_code: Sequence[float] = (), base_samples: Sequence[float] = (),
+               cur_samples: Sequence[float] = ()) -> RunChange:
+    """The change from ``base`` to ``cur`` with the standard error run-to-run noise gives it.
 
-    Repeats inside one run share the run's host load, clocks and memory placement, so they
-    cannot say how far a whole run moves: the run is the unit. With three or more saved runs the
-    spread is measured (a t quantile with ``runs - 1`` degrees of freedom keeps few runs honest);
-    without, ``prior_spread`` stands in and the verdict says so, with a t quantile of ``prior_df``
-    degrees of freedom where given (an assumed spread is uncertain itself). The standard error of the
-    difference of two runs is ``spread * sqrt(2)``, never less than what the two sets of
-    within-run samples alone imply.
-
-    ``repeats``: the figure in every saved run of the baseline's own code (same commit, clean
-    tree, same hardware; the baseline's run among them). With two or more and a measured spread,
-    the baseline's level is their geometric mean, known to ``spread / sqrt(k)`` instead of
-    ``spread``: saving a baseline several times narrows the changes it can tell apart.
-
-    The measured spread can widen the prior, never narrow it: saves taken one after another share
-    the host's state of those minutes, so they miss how far it drifts before the next compare
-    (five saves in a row moved ±3% on the 2-core CPU runner; unchanged runs ten minutes later
-    moved up to +38%). Where they moved less, the prior is taken as known (normal quantile): three
-    or more saves at least show the host no noisier than the prior; with no saves nothing does, so
-    ``prior_df`` widens the quantile there.
+    ``same_code``: the figure in every saved run of the baseline's own code (same commit, clean
+    tree, same hardware; the baseline among them). With two or more, their log-sd (``k - 1``
+    degrees of freedom) is pooled with the prior (``prior_df`` of them) into one spread,
+    ``s² = (ν0·s0² + ν·s²) / (ν0 + ν)`` with ``ν0 + ν`` degrees of freedom, and the reference level
+    is their geometric mean, known to ``s / sqrt(k)``. Runs of other commits never enter: a change
+    of code is not noise. The two runs' own sample scatter (the standard error of each median) adds
+    in quadrature. Non-positive figures give an infinite error: nothing is decided on them.
     """
-    hist = [x for x in _clean(history) if x > 0]
-    measured, floored = math.nan, False
-    if len(hist) >= 3:
-        measured = run_spread(hist)
-        spread, source, df = measured, "history", len(hist) - 1
-        if measured < prior_spread:  # the prior, with its normal quantile: the runs did not measure it
-            spread, df, floored = prior_spread, None, True
-    else:
-        spread, source, df = prior_spread, "assumed", prior_df
-    reps = [x for x in _clean(repeats) if x > 0] if source == "history" else []
+    nu0 = KNOWN_DF if prior_df is None else float(prior_df)
+    reps = [x for x in _clean(same_code) if x > 0]
     k = len(reps) if len(reps) >= 2 else 1
+    measured = run_spread(reps) if k > 1 else math.nan
     if k > 1:
+        nu = k - 1
+        spread = math.sqrt((nu0 * prior_spread ** 2 + nu * measured ** 2) / (nu0 + nu))
+        df = nu0 + nu
         base = math.exp(statistics.fmean(math.log(x) for x in reps))
-    se_runs = se = spread * math.sqrt(1 + 1 / k)
-    se_within = math.hypot(*(s if math.isfinite(s) else 0.0
-                             for s in (_rel_se_median(base_samples) if len(_clean(base_samples)) >= 2 else 0.0,
-                                       _rel_se_median(cur_samples) if len(_clean(cur_samples)) >= 2 else 0.0)))
-    se = max(se, se_within, 1e-9)
-    if df:  # measured spread, or a prior of stated weight: Student's t (scipy imported only then)
-        from scipy import stats as _st
-
-        t = _st.t(df)
-        ppf, sf = t.ppf, t.sf
-    else:  # a prior taken as known: the normal quantile, from the standard library
-        nd = statistics.NormalDist()
-        ppf, sf = nd.inv_cdf, (lambda x: 1.0 - nd.cdf(x))
-    crit = float(ppf(1 - alpha))  # one-sided test at alpha; its interval is two-sided at 1 - 2 alpha
+        source = (f"run-to-run spread ±{spread * 100:.2g}%: the assumed ±{prior_spread * 100:.2g}% pooled with "
+                  f"{k} saved runs of the baseline's code (they moved ±{measured * 100:.2g}%); baseline = their "
+                  "geometric mean")
+    else:
+        spread, df = prior_spread, nu0
+        source = (f"run-to-run spread ±{spread * 100:.2g}% assumed: no saved runs of the baseline's code "
+                  "measure it")
+    se_within = math.hypot(*(_rel_se_median(s) if len(_clean(s)) >= 2 else 0.0 for s in (base_samples, cur_samples)))
+    se = math.hypot(spread * math.sqrt(1 + 1 / k), se_within if math.isfinite(se_within) else 0.0)
     if not (base > 0 and cur > 0):
-        return RunLevelTest(math.nan, (math.nan, math.nan), math.nan, spread, source, len(hist), base, k,
-                            floored, measured, se_runs, se_within)
-    d = math.log(cur / base)
-    edge = math.log1p(rel_tol) if d >= 0 else (-math.log1p(-rel_tol) if rel_tol < 1 else math.inf)
-    excess = abs(d) - edge
-    p = float(sf(excess / se)) if math.isfinite(excess) else 1.0
-    ci = (math.expm1(d - crit * se), math.expm1(d + crit * se))
-    detectable = math.expm1(math.log1p(rel_tol) + crit * se)
-    return RunLevelTest(p, ci, detectable, spread, source, len(hist), base, k, floored, measured, se_runs,
-                        se_within)
+        return RunChange(math.nan, math.inf, df, spread, base, k, source, measured)
+    return RunChange(math.log(cur / base), se, df, spread, base, k, source, measured)
