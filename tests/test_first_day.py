@@ -32,10 +32,11 @@ def test_a_test_of_the_reference_alone_is_budgeted_and_saved(pytester, run_quant
     r.assert_outcomes(passed=1)
     doc = json.loads((pytester.path / "out2.json").read_text())
     v = _verdicts(doc, "test_fp.py::test_fp")
-    # a verdict against the saved figure (which one depends on the host: beside the other xdist worker
-    # the three samples of a run can scatter more than twice the tolerance)
-    assert v[("baseline", "tokens_per_s")]["status"] in ("pass", "inconclusive", "too_noisy", "improvement",
-                                                         "regression")
+    # against one save the wall clock's interval is wider than the 10% band: the rule leaves it open,
+    # unless a reason (a busy host) stands beside a larger move; it never fails the test
+    tps = v[("baseline", "tokens_per_s")]
+    assert tps["status"] == "inconclusive" or tps["reasons"], tps["message"]
+    assert not tps["gating"] and "these runs decide changes beyond" in tps["message"]
 
 
 def test_gpu_only_budgets_are_na_on_the_cpu(pytester, run_quantperf):
@@ -88,19 +89,13 @@ def test_unchanged_runs_print_no_warning(pytester, run_quantperf):
         assert v[("baseline", "load_s")]["status"] == "not_gated"
         assert v[("baseline", "host_rss_mb")]["status"] == "not_gated"
         assert v[("baseline", "footprint_mb")]["status"] == "pass"
-        assert v[("baseline", "latency_ms")]["evidence"] == "assumed"
-        # never a regression or an improvement: a timing figure that moved says it moved with the host
-        # or farther than unchanged runs often move, within the noise (separate processes on this 2-core
-        # runner moved 28%)
+        assert "assumed" in v[("baseline", "latency_ms")]["evidence"]
+        # never a regression, an improvement or a pass of a timing figure: one save leaves it open
         for (src, metric), x in v.items():
-            if src == "baseline" and x["status"] != "pass":
-                assert x["status"] in ("inconclusive", "not_gated", "too_noisy"), (metric, x["message"])
-                # too noisy only because a neighbour shared the cores (the suite runs under xdist here)
-                assert x["status"] != "too_noisy" or "[host " in x["message"], (metric, x["message"])
-                assert x["status"] == "not_gated" or "host " in x["message"] \
-                    or "but within the noise" in x["message"], (metric, x["message"])
+            if src == "baseline" and x["kind"] == "timing" and metric != "load_s":  # load time: shown, not compared
+                assert x["status"] == "inconclusive" or x["reasons"], (metric, x["message"])
         warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
-        assert all("host " in ln or "not told apart from the noise" in ln for ln in warned), warned
+        assert warned == []
 
 
 def test_a_warn_only_run_that_breached_never_becomes_the_baseline(pytester, run_quantperf):
@@ -143,11 +138,14 @@ def test_an_unchanged_run_beside_a_busy_process_does_not_fail(pytester, run_quan
         "quiet", "contended", "too_busy")
     if len(os.sched_getaffinity(0)) <= 2:  # one spinner holds half of a 2-core machine
         assert host["state"] in ("contended", "too_busy"), host
-    assert not any(v["status"] == "regression" for v in t["verdicts"] if v.get("source") == "baseline")
+    baseline = [v for v in t["verdicts"] if v.get("source") == "baseline"]
+    assert not any(v["gating"] for v in baseline)
+    # a timing figure the neighbour moved far is shown with the host as its reason
+    assert all(v["reasons"] for v in baseline if v["kind"] == "timing" and v["status"] == "regression")
 
 
-def test_figures_that_moved_within_the_noise_make_one_warning_per_test(pytester, run_quantperf):
-    """Latency, per-token time and tokens/s are one measurement: one line says they moved, and how to settle it."""
+def test_figures_shown_worse_make_one_warning_per_test(pytester, run_quantperf):
+    """Latency, per-token time and tokens/s are one measurement: one line says they are worse, and how to settle it."""
     body = """
         def test_t(quantperf):
             quantperf.record("latency_ms", [{a}, {a}], unit="ms")
@@ -156,12 +154,12 @@ def test_figures_that_moved_within_the_noise_make_one_warning_per_test(pytester,
     """
     pytester.makepyfile(test_n=body.format(a=100.0, b=10.0))
     run_quantperf("--quantperf-save=main").assert_outcomes(passed=1)
-    pytester.makepyfile(test_n=body.format(a=160.0, b=16.0))
+    pytester.makepyfile(test_n=body.format(a=220.0, b=22.0))  # +120%: worse for sure, not surely beyond +10%
     r = run_quantperf("--quantperf-baseline=main", "--quantperf-json=n.json")
     r.assert_outcomes(passed=1)
     warned = [ln for ln in r.stdout.lines if "QuantperfWarning" in ln]
     assert len(warned) == 1, warned
-    assert "latency_ms +60.0%, tpot_ms +60.0%" in warned[0] and "quantperf ab" in warned[0]
-    assert "spread assumed: no run history yet" in warned[0] and "footprint_mb" not in warned[0]
+    assert "latency_ms +120.0%, tpot_ms +120.0%" in warned[0] and "quantperf ab" in warned[0]
+    assert "footprint_mb" not in warned[0]
     v = _verdicts(json.loads((pytester.path / "n.json").read_text()), "test_n.py::test_t")
     assert v[("baseline", "latency_ms")]["status"] == v[("baseline", "tpot_ms")]["status"] == "inconclusive"

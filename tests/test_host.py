@@ -6,6 +6,7 @@ test are part of "others" whoever else is there.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,3 +163,35 @@ def test_pinning_moves_only_the_calling_thread_and_gives_its_affinity_back():
     with pinned_thread(max(allowed) + 1000) as pin:
         assert os.sched_getaffinity(0) == allowed
     assert pin.info["pinned_core"] is None and "not one of the allowed" in pin.info["why"]
+
+
+def test_the_runs_own_xdist_workers_are_not_neighbours(tmp_path):
+    """A sibling worker spinning beside a measured run is counted apart, never as contention."""
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 6\nwhile time.time() < end: pass"])
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, time\n"
+        "from pytest_quantperf.host import HostMeter\n"
+        "time.sleep(0.5)\n"
+        "with HostMeter(threads=2) as hm:\n"
+        "    time.sleep(2.0)\n"
+        "print(json.dumps(hm.result.to_dict()))\n")
+    import psutil
+
+    try:
+        out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTEST_XDIST_WORKER": "gw1"}).stdout
+        t = psutil.Process(spinner.pid).cpu_times()
+        spun = t.user + t.system
+    finally:
+        spinner.kill()
+        spinner.wait()
+    d = json.loads(out.splitlines()[-1])
+    # the spinner's CPU time in the 2 s window is the siblings' time, not the neighbours'
+    assert 0.1 < d["siblings_cpu_s"] <= spun + 0.05, (d, spun)
+    alone = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, check=True,
+                           env={k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}).stdout
+    assert json.loads(alone.splitlines()[-1])["siblings_cpu_s"] is None

@@ -313,8 +313,8 @@ def second_look(first: Sequence[ABVerdict], later: Sequence[ABVerdict], first_ro
             out.append(v)
             continue
         out.append(replace(w, message=w.message + f" [second look: {first_rounds} rounds left it {v.status} "
-                                                  f"({_pct(v.change)}); over {w.rounds} rounds significance is "
-                                                  f"p < {later_alpha:.2g}, so the two looks keep alpha {alpha:g}]"))
+                                                  f"({_pct(v.change)}); over {w.rounds} rounds each side of the interval "
+                                                  f"is a test at {later_alpha:.2g}, so the two looks keep alpha {alpha:g}]"))
     return out
 
 

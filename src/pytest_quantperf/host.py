@@ -115,6 +115,32 @@ def _busy_s(cpus: Sequence[int]) -> float | None:
     return total
 
 
+def _siblings_cpu_s() -> float | None:
+    """CPU seconds so far of this run's own xdist workers other than this one; None outside xdist.
+
+    ``pytest -n N`` asks for its workers: their load is the run's own choice, not a neighbour's, so
+    the contention a verdict reads leaves them out (the run's wall clock still feels them).
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    try:
+        import psutil
+
+        parent = psutil.Process(os.getppid())
+        total = 0.0
+        for p in parent.children():
+            if p.pid == os.getpid():
+                continue
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+        return total
+    except Exception:  # noqa: BLE001 - no psutil or no parent: nothing is left out
+        return None
+
+
 @dataclass(frozen=True)
 class HostSample:
     """What one run had of the machine; the derived figures are properties (see the module doc)."""
@@ -125,6 +151,8 @@ class HostSample:
     cores: int
     others_cpu_s: float | None = None
     tokens: int | None = None
+    #: CPU time of the run's own xdist workers in the same window: left out of ``others_cpu_s``
+    siblings_cpu_s: float | None = None
 
     @property
     def asked(self) -> int:
@@ -166,6 +194,7 @@ class HostSample:
 
         return {"wall_s": r(self.wall_s, 6), "cpu_s": r(self.cpu_s, 6), "threads": self.threads,
                 "cores": self.cores, "others_cpu_s": r(self.others_cpu_s, 3), "tokens": self.tokens,
+                "siblings_cpu_s": r(self.siblings_cpu_s, 3),
                 "cpu_share": r(self.cpu_share), "others_cores": r(self.others_cores),
                 "contention": r(self.contention), "state": self.state,
                 "cpu_ms_per_token": r(self.cpu_ms_per_token), "wall_ms_per_token": r(self.wall_ms_per_token)}
@@ -205,6 +234,7 @@ class HostMeter:
     def __enter__(self) -> "HostMeter":
         self._result = None
         self._busy0 = _busy_s(self.cpus)
+        self._sib0 = _siblings_cpu_s()
         self._cpu0, self._me0 = self._own()
         self._t0 = time.perf_counter()
         return self
@@ -213,15 +243,20 @@ class HostMeter:
         t1 = time.perf_counter()
         cpu1, me1 = self._own()
         busy1 = _busy_s(self.cpus)
+        sib1 = _siblings_cpu_s()
         wall, cpu = t1 - self._t0, cpu1 - self._cpu0
         mine = cpu + (me1 - self._me0 if self.children else 0.0)
+        siblings = None
+        if self._sib0 is not None and sib1 is not None:  # the run's own xdist workers are not neighbours
+            siblings = max(sib1 - self._sib0, 0.0)
+            mine += siblings
         others = None
         if self._busy0 is not None and busy1 is not None:
             # the system counters tick at 10 ms per CPU and our own time is exact: a small negative
             # difference is rounding, not a neighbour
             others = max(busy1 - self._busy0 - mine, 0.0)
         self._result = HostSample(wall_s=wall, cpu_s=cpu, threads=self.threads, cores=len(self.cpus),
-                                  others_cpu_s=others, tokens=self.tokens)
+                                  others_cpu_s=others, tokens=self.tokens, siblings_cpu_s=siblings)
 
     @property
     def result(self) -> HostSample:
