@@ -428,6 +428,10 @@ def test_a_contended_host_is_a_reason_and_keeps_the_status():
     assert v.message.endswith(f"[not gated: {v.guard}]") and v.to_dict()["guard"] == v.guard
     v, = judge_test("t::x", {"latency_ms": _m("latency_ms", [390.0, 400, 410])}, base, same_hardware=True)
     assert v.status == "regression" and v.gating and v.guard == ""
+    # 20x slower: more than a contended host makes a run (5x), so the host does not explain it
+    far = _m("latency_ms", [2000.0, 2010, 1990], host={"state": "contended", "summary": "x"})
+    v, = judge_test("t::x", {"latency_ms": far}, base, same_hardware=True)
+    assert v.status == "regression" and v.gating
 
 
 def test_kernel_time_at_another_gpu_clock_is_not_gated():
@@ -495,6 +499,9 @@ def test_a_timing_budget_breached_on_a_contended_host_is_not_gated():
     assert got["tokens_per_s"].status == "breach" and not got["tokens_per_s"].gating
     assert "host contended" in got["tokens_per_s"].message
     assert got["footprint_mb"].status == "breach" and got["footprint_mb"].gating  # memory is not the host's
+    # far beyond what contention explains (1e9 tok/s): the breach stands
+    got = {c.key: c for c in evaluate(Budget({"tokens_per_s": 1e9}), r)}
+    assert got["tokens_per_s"].status == "breach" and got["tokens_per_s"].gating
     r.metrics["tokens_per_s"] = _m("tokens_per_s", [5.0], host={"state": "quiet"})
     got = {c.key: c for c in evaluate(Budget({"tokens_per_s": 10.0}), r)}
     assert got["tokens_per_s"].status == "breach" and got["tokens_per_s"].gating

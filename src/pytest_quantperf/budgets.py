@@ -194,7 +194,10 @@ def _judged(key: str, value: float, lo: float, hi: float, limit: float, bound: s
     msg = f"{key}: {desc}, {'max' if bound == MAX else 'min'} {_fmt(limit)}, margin {_fmt(margin)} ({rel:+.1%}){ci}"
     if status == "inconclusive":
         msg += ": the interval straddles the limit (more samples, --quantperf-repeat, would settle it)"
-    reasons = reasons_for(host_contended(kind, host)) if status in ("breach", "inconclusive") else ()
+    worse_by = None
+    if value > 0 and limit > 0:
+        worse_by = value / limit if bound == MAX else limit / value
+    reasons = reasons_for(host_contended(kind, host, worse_by)) if status in ("breach", "inconclusive") else ()
     if reasons:
         msg += f" [not gated: {'; '.join(r.text for r in reasons)}]"
     return BudgetCheck(key, status, value, limit, msg, (lo, hi) if lo != hi else None, reasons,

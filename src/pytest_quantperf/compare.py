@@ -311,6 +311,13 @@ def _same_work(base_m: Mapping[str, Any], cur: Mapping[str, Metric], key: str) -
     return True
 
 
+def _worse_by(v: Verdict) -> float | None:
+    """How many times worse than the baseline a figure is (1 or less when not worse)."""
+    if v.baseline is None or v.current is None or not v.baseline > 0 or not v.current > 0:
+        return None
+    return v.current / v.baseline if v.better == LOWER else v.baseline / v.current
+
+
 def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[str, Any] | None, *,
                tolerances: Mapping[str, Tolerance] | None = None,
                per_test: Mapping[str, Tolerance] | None = None,
@@ -366,7 +373,7 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
         base_clocks = ((base_metrics.get(v.metric) or {}).get("extra") or {}).get("gpu_clocks")
         cur_clocks = (metrics[v.metric].extra or {}).get("gpu_clocks")
         out.append(v.with_reasons(_r.reasons_for(
-            _r.host_contended(v.kind, host.get(key)),
+            _r.host_contended(v.kind, host.get(key), _worse_by(v)),
             _r.clock_moved(v.kind, base_clocks, cur_clocks),
             _r.work_unchanged(base_metric_name(v.metric), work.get(key), kernel.get(key)))))
     return out
