@@ -265,6 +265,8 @@ def _config_hash(config: Mapping[str, Any]) -> str:
             return {k: files(x) for k, x in v.items()}
         return v
 
+    if isinstance(cfg.get("metadata"), dict):
+        cfg["metadata"].pop("config_source", None)  # where the config was read from, not what it says
     kw = cfg.get("dataset_kwargs")
     if isinstance(kw, dict) and "data_files" in kw:
         kw["data_files"] = files(kw["data_files"])
