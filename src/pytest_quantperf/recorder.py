@@ -200,11 +200,14 @@ class Recorder:
             key = None
         res = self.session.ref_cache.get(key) if lm.reference and key is not None else None
         if res is None:
+            failure = None
             try:
                 res = le.evaluate(lm.model, lm.tokenizer, tasks, limit=limit, num_fewshot=num_fewshot,
                                   batch_size=batch_size)
             except le.LmEvalError as e:
-                pytest.fail(str(e), pytrace=False)
+                failure = str(e)
+            if failure is not None:  # outside the except block: one line, no chained traceback
+                pytest.fail(failure, pytrace=False)
             if lm.reference and key is not None:
                 self.session.ref_cache[key] = res
         for task, score in res.scores.items():
