@@ -114,7 +114,14 @@ class Recorder:
             self.result.models.setdefault(lm.label, {})["gpu_state"] = res.gpu_state
 
     def _refuse_synthetic(self, lm: Any, what: str) -> None:
-        if getattr(lm, "backend", "transformers") != "transformers":
+        if getattr(lm, "backend", "transformers") == "llama_cpp" and what != "multiple_choice":
+            raise AccuracyRefused(
+                f"{what} on {lm.label} refused: the llama_cpp backend scores multiple_choice (each answer's "
+                f"log-likelihood, read token by token from llama.cpp's logits), but {what} needs "
+                + ("lm-eval's HFLM, which drives a transformers model" if what == "lm_eval" else
+                   "next-token distributions over whole texts, which this backend does not compute")
+                + f". Load the same weights with quant_model() for {what}")
+        if getattr(lm, "backend", "transformers") not in ("transformers", "llama_cpp"):
             raise AccuracyRefused(
                 f"{what} on {lm.label} refused: accuracy metrics run on transformers models; the "
                 f"{lm.backend} backend measures speed and memory only. Load the same weights with quant_model() "
@@ -151,9 +158,13 @@ class Recorder:
 
         self._refuse_synthetic(lm, "multiple_choice")
         self._note_model(lm)
+        if getattr(lm, "backend", "transformers") == "llama_cpp":
+            from .backends import llama_cpp
+
+            kw = {**kw, "scorer": lambda requests: llama_cpp.loglikelihoods(lm, requests)}
         items = accuracy.load_dataset(dataset)
         key = ("mc", lm.spec, repr(dataset) if not isinstance(dataset, str) else dataset, limit, fewshot,
-               tuple(sorted(kw.items())))
+               tuple(sorted((k, v) for k, v in kw.items() if k != "scorer")))
         res = None
         if lm.reference and isinstance(dataset, str):
             res = self.session.ref_cache.get(key)
