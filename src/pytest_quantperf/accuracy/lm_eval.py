@@ -248,6 +248,21 @@ def _is_data_error(e: BaseException) -> bool:
         w in str(e) for w in ("Couldn't reach", "offline", "Offline", "data_files", "doesn't exist on the Hub"))
 
 
+@functools.cache
+def unavailable_reason(task: str) -> str | None:
+    """Why a named task cannot run here (its data neither reachable nor cached), or None.
+
+    Builds the task once, reading its data as a run would, so a suite can skip a hub task with
+    the reason instead of failing on it; a second ask in the same process is free.
+    """
+    try:
+        _lm_eval()
+        _load(_task_manager(), task)
+    except LmEvalError as e:
+        return str(e)
+    return None
+
+
 # ----------------------------------------------------------------------------- scoring
 
 
