@@ -128,6 +128,42 @@ def test_bad_requests_say_what_to_do(gguf_lm):
 
 
 @needs_llama
+def test_llama_cpp_scores_answers_like_transformers_on_the_same_weights(gguf_lm):
+    """Multiple choice on the GGUF file: lm-eval's requests, token for token the same as the
+    transformers tokenizer makes them, scored by llama.cpp. Its Q4_1 matmuls round activations,
+    so log-likelihoods differ a little from the dequantized fp32 weights in transformers; the
+    context cache shared by a question's choices changes nothing."""
+    from pytest_quantperf import accuracy as A
+    from pytest_quantperf.accuracy.loglik import _request
+    from pytest_quantperf.backends import llama_cpp
+    from pytest_quantperf.models import load, make_spec
+
+    _, reqs, _ = A.mc_requests("builtin", limit=8)
+    shared = llama_cpp.loglikelihoods(gguf_lm, reqs)
+    alone = [llama_cpp.loglikelihoods(gguf_lm, [r])[0] for r in reqs[:6]]
+    assert alone == pytest.approx(shared[:6], abs=1e-3)
+    tf = load(make_spec("default", "fp32", device="cpu"))
+    assert all(_request(gguf_lm.tokenizer, c, x) == _request(tf.tokenizer, c, x) for c, x in reqs)
+    assert shared == pytest.approx(A.loglikelihoods(tf.model, tf.tokenizer, reqs), abs=1.5)
+    ours = A.multiple_choice(None, gguf_lm.tokenizer, "builtin", limit=8,
+                             scorer=lambda r: llama_cpp.loglikelihoods(gguf_lm, r))
+    assert ours.accuracy >= 0.5  # well above chance (0.25) on the easy built-in questions
+
+
+@needs_llama
+def test_multiple_choice_runs_on_llama_cpp_and_other_accuracy_says_why_not(gguf_lm):
+    from pytest_quantperf.recorder import AccuracyRefused, Recorder
+    from pytest_quantperf.session import QuantperfSession, Settings
+
+    rec = Recorder(QuantperfSession(Settings(device="cpu", plan=SamplingPlan(repeat=1, warmup=0))), "t::mc")
+    res = rec.multiple_choice(gguf_lm, "builtin", limit=4)
+    assert res.n == 4 and rec.results["accuracy"].items == tuple(float(c) for c in res.correct)
+    with pytest.raises(AccuracyRefused, match="lm_eval on .* refused: the llama_cpp backend scores multiple_choice.*"
+                                              "lm-eval's HFLM, which drives a transformers model"):
+        rec.lm_eval(gguf_lm, "arc_easy")
+
+
+@needs_llama
 def test_budgets_work_through_the_recorder(gguf_lm):
     from pytest_quantperf.budgets import parse_budget
     from pytest_quantperf.recorder import Recorder, judge

@@ -27,7 +27,7 @@ def run_suite(pytester: pytest.Pytester, name: str, *args: str) -> pytest.RunRes
 
 
 def test_every_suite_has_readme_and_tests():
-    names = {"fp16_vs_4bit", "quant_matrix", "fits_6gb", "nf4_options", "backends"}
+    names = {"fp16_vs_4bit", "quant_matrix", "fits_6gb", "nf4_options", "backends", "mmlu_arc"}
     for n in names:
         d = SUITES / n
         assert (d / "README.md").is_file() and list(d.glob("test_*.py")), n
@@ -75,3 +75,16 @@ def test_backends(pytester):
     r.stdout.fnmatch_lines(["*= backends =*", "| transformers (fp32) | *"])
     if want["llama_cpp"]:
         r.stdout.fnmatch_lines(["| llama_cpp (q4_1) | *"])
+
+
+def test_mmlu_arc_scores_the_builtin_task_and_skips_hub_tasks_without_data(pytester, monkeypatch):
+    pytest.importorskip("lm_eval")
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):  # no Hub here: each hub task skips at once
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(pytester.path / "hf-datasets"))
+    r = run_suite(pytester, "mmlu_arc", "--lm-eval-limit=8", "-k", "test_reference_ or nf4", "-rs")
+    r.assert_outcomes(passed=4, skipped=6)
+    r.stdout.fnmatch_lines(["*= mmlu_arc =*", "| model | quantperf_builtin | footprint_mb | tpot_ms | memory_mb |",
+                            "| reference (fp32) | *", "| nf4 | *"])
+    r.stdout.fnmatch_lines(["SKIPPED [[]2[]] *lm-eval task 'arc_easy': its data could not be loaded, offline*"])
+    r.stdout.fnmatch_lines(["*lm_eval.quantperf_builtin.acc_drop_*0.03*"])

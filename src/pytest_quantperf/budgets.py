@@ -44,7 +44,61 @@ RELATIVE: dict[str, tuple[str, str, str]] = {
     "accuracy_drop_vs_ref": ("accuracy", MAX, "drop"),
 }
 
-VALID_KEYS = tuple(ABSOLUTE) + tuple(RELATIVE) + ("tolerance",)
+#: key -> (figure of each task, bound, how, suffix): a dict ``{task: limit}`` per key, for the
+#: lm-evaluation-harness figures ``lm_eval.<task>.acc`` of ``quantperf.lm_eval``. Each task becomes
+#: a limit of its own, ``lm_eval.<task>.acc`` (absolute, how None) or
+#: ``lm_eval.<task>.acc_drop_vs_ref`` (reference - value, paired like ``accuracy_drop_vs_ref``)
+PER_TASK: dict[str, tuple[str, str, str | None, str]] = {
+    "lm_eval": ("acc", MIN, None, ""),
+    "lm_eval_drop_vs_ref": ("acc", MAX, "drop", "_drop_vs_ref"),
+}
+
+VALID_KEYS = tuple(ABSOLUTE) + tuple(RELATIVE) + tuple(PER_TASK) + ("tolerance",)
+
+
+def _per_task_limit(key: str) -> tuple[str, str, str | None] | None:
+    """(metric, bound, how) of a limit made from a :data:`PER_TASK` key, else None."""
+    for figure, bound, how, suffix in PER_TASK.values():
+        tail = f".{figure}{suffix}"
+        if key.startswith("lm_eval.") and key.endswith(tail) and len(key) > len("lm_eval.") + len(tail):
+            return key[: len(key) - len(suffix)], bound, how
+    return None
+
+
+def absolute_limit(key: str) -> tuple[str, str] | None:
+    """(metric, bound) of an absolute limit key, per-task keys included; None for a relative one."""
+    if key in ABSOLUTE:
+        return ABSOLUTE[key]
+    per = _per_task_limit(key)
+    return (per[0], per[1]) if per is not None and per[2] is None else None
+
+
+def relative_limit(key: str) -> tuple[str, str, str] | None:
+    """(metric, bound, how) of a limit key against the reference, per-task keys included."""
+    if key in RELATIVE:
+        return RELATIVE[key]
+    per = _per_task_limit(key)
+    return (per[0], per[1], per[2]) if per is not None and per[2] is not None else None
+
+
+def _per_task_limits(nodeid: str, key: str, val: Any) -> dict[str, float]:
+    """``lm_eval={"arc_easy": 0.5}`` -> ``{"lm_eval.arc_easy.acc": 0.5}``, each task and value checked."""
+    figure, _, _, suffix = PER_TASK[key]
+    if not isinstance(val, Mapping) or not val:
+        raise BudgetError(f"{nodeid}: quant_budget {key} must be a non-empty dict of lm-eval task name -> "
+                          f"number, e.g. {key}={{'arc_easy': {0.02 if suffix else 0.5}}}; got {val!r}")
+    out: dict[str, float] = {}
+    for task, limit in val.items():
+        if not isinstance(task, str) or not task.strip() or task != task.strip() or "[" in task:
+            raise BudgetError(f"{nodeid}: quant_budget {key}: task names are lm-eval task names (text such "
+                              f"as 'arc_easy'), got {task!r} ({type(task).__name__})")
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
+            raise BudgetError(f"{nodeid}: quant_budget {key}[{task!r}] must be a number, got {limit!r} "
+                              f"({type(limit).__name__})")
+        if not 0 <= limit <= 1:
+            raise BudgetError(f"{nodeid}: quant_budget {key}[{task!r}] is an accuracy between 0 and 1, got {limit}")
+        out[f"lm_eval.{task}.{figure}{suffix}"] = float(limit)
+    return out
 
 NO_CUDA = "no CUDA device in this run"
 
@@ -94,6 +148,9 @@ def parse_budget(nodeid: str, args: tuple, kwargs: Mapping[str, Any]) -> Budget:
                 except ValueError as e:
                     raise BudgetError(f"{nodeid}: quant_budget tolerance for {m!r}: {e}") from None
                 tol[str(m)] = str(t)
+            continue
+        if key in PER_TASK:
+            limits.update(_per_task_limits(nodeid, key, val))
             continue
         if key not in ABSOLUTE and key not in RELATIVE:
             raise BudgetError(f"{nodeid}: unknown quant_budget key {key!r}. Valid keys: {', '.join(VALID_KEYS)}")
@@ -215,8 +272,9 @@ def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu", alpha: 
             out.append(BudgetCheck(key, "n/a", None, limit,
                                    f"{key}: n/a, {NO_CUDA} ({CUDA_ONLY[key]}); budget {_fmt(limit)} not checked"))
             continue
-        if key in ABSOLUTE:
-            name, bound = ABSOLUTE[key]
+        absolute = absolute_limit(key)
+        if absolute is not None:
+            name, bound = absolute
             metric = m.get(name)
             if name == "vram_mb_per_gpu":
                 per = [v.extra.get("per_device_peak_mb", {}) for v in m.values() if v.name == "vram_mb"]
@@ -237,7 +295,7 @@ def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu", alpha: 
             out.append(_judged(key, value, lo, hi, limit, bound, f"measured {_fmt(value)}{(' ' + unit) if unit else ''}",
                                kind=kind, host=_host(metric), alpha=alpha))
             continue
-        name, bound, how = RELATIVE[key]
+        name, bound, how = relative_limit(key)  # type: ignore[misc]
         cur = m.get(name)
         ref = m.get(f"ref.{name}")
         if cur is None or ref is None:

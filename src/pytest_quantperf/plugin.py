@@ -243,7 +243,7 @@ def fp16_model(request: pytest.FixtureRequest, quant_model):
 
 @pytest.fixture
 def quantperf(request: pytest.FixtureRequest):
-    """Measure and record for this test: generate, perplexity, multiple_choice, compare, record."""
+    """Measure and record for this test: generate, perplexity, multiple_choice, lm_eval, compare, record."""
     rec = _recorder(request.node)
     return rec
 

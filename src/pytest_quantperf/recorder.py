@@ -6,6 +6,7 @@ verdict (budgets, then the baseline) is computed by :func:`judge` after the test
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
@@ -143,7 +144,14 @@ class Recorder:
             self.result.models.setdefault(lm.label, {})["gpu_state"] = res.gpu_state
 
     def _refuse_synthetic(self, lm: Any, what: str) -> None:
-        if getattr(lm, "backend", "transformers") != "transformers":
+        if getattr(lm, "backend", "transformers") == "llama_cpp" and what != "multiple_choice":
+            raise AccuracyRefused(
+                f"{what} on {lm.label} refused: the llama_cpp backend scores multiple_choice (each answer's "
+                f"log-likelihood, read token by token from llama.cpp's logits), but {what} needs "
+                + ("lm-eval's HFLM, which drives a transformers model" if what == "lm_eval" else
+                   "next-token distributions over whole texts, which this backend does not compute")
+                + f". Load the same weights with quant_model() for {what}")
+        if getattr(lm, "backend", "transformers") not in ("transformers", "llama_cpp"):
             raise AccuracyRefused(
                 f"{what} on {lm.label} refused: accuracy metrics run on transformers models; the "
                 f"{lm.backend} backend measures speed and memory only. Load the same weights with quant_model() "
@@ -182,9 +190,13 @@ class Recorder:
 
         self._refuse_synthetic(lm, "multiple_choice")
         self._note_model(lm)
+        if getattr(lm, "backend", "transformers") == "llama_cpp":
+            from .backends import llama_cpp
+
+            kw = {**kw, "scorer": lambda requests: llama_cpp.loglikelihoods(lm, requests)}
         items = accuracy.load_dataset(dataset)
         key = ("mc", lm.spec, repr(dataset) if not isinstance(dataset, str) else dataset, limit, fewshot,
-               tuple(sorted(kw.items())))
+               tuple(sorted((k, v) for k, v in kw.items() if k != "scorer")))
         res = None
         if lm.reference and isinstance(dataset, str):
             res = self.session.ref_cache.get(key)
@@ -212,6 +224,67 @@ class Recorder:
                 m = self.result.metrics["accuracy"]
                 self.result.metrics["accuracy"] = Metric(**{**m.__dict__, "extra": {**m.extra, "paired_vs_ref": paired}})
         return res
+
+    def lm_eval(self, lm: Any, tasks: Any, *, limit: int | float | None = None, num_fewshot: int | None = 0,
+                batch_size: int = 1) -> Any:
+        """lm-evaluation-harness tasks on the loaded model: ``lm_eval.<task>.acc`` (and ``acc_norm``).
+
+        Every question's result is kept, ordered by doc id, so comparisons with the baseline and
+        ``lm_eval_drop_vs_ref`` budgets against the reference are paired per task.
+        """
+        import pytest
+
+        from .accuracy import lm_eval as le
+
+        self._refuse_synthetic(lm, "lm_eval")
+        self._note_model(lm)
+        try:
+            key = ("lm_eval", lm.spec, json.dumps(tasks, sort_keys=True, default=str), limit, num_fewshot, batch_size)
+        except (TypeError, ValueError):
+            key = None
+        res = self.session.ref_cache.get(key) if lm.reference and key is not None else None
+        if res is None:
+            failure = None
+            try:
+                res = le.evaluate(lm.model, lm.tokenizer, tasks, limit=limit, num_fewshot=num_fewshot,
+                                  batch_size=batch_size)
+            except le.LmEvalError as e:
+                failure = str(e)
+            if failure is not None:  # outside the except block: one line, no chained traceback
+                pytest.fail(failure, pytrace=False)
+            if lm.reference and key is not None:
+                self.session.ref_cache[key] = res
+        for task, score in res.scores.items():
+            extra = {**score.extra(), "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size,
+                     "lm_eval_version": res.version}
+            figures = [("acc", score.acc, score.correct)]
+            if score.acc_norm is not None:
+                figures.append(("acc_norm", score.acc_norm, score.correct_norm or ()))
+            for figure, value, items in figures:
+                name = f"lm_eval.{task}.{figure}"
+                self._put(lm, name, value, unit="", better="higher", kind="accuracy",
+                          items=tuple(float(x) for x in items), extra=extra)
+                self._pair_with_reference(name)
+        return res
+
+    def _pair_with_reference(self, name: str) -> None:
+        """Note on each candidate's figure the paired test against the reference's, question by
+        question (McNemar, bootstrap CI of the drop): ``*_drop_vs_ref`` budgets read it."""
+        from . import stats
+
+        ref = self.result.metrics.get(f"ref.{name}")
+        if ref is None or not ref.items:
+            return
+        for key, m in list(self.result.metrics.items()):
+            if key.split("[", 1)[0] != name or len(m.items) != len(ref.items):
+                continue
+            a, b = list(m.items), list(ref.items)
+            n01 = sum(1 for x, y in zip(a, b) if x == 1 and y == 0)
+            n10 = sum(1 for x, y in zip(a, b) if x == 0 and y == 1)
+            lo, hi = stats.paired_bootstrap_diff_ci(a, b)  # CI of mean(ref - candidate): the drop
+            paired = {"p_value": stats.mcnemar_exact(n10, n01), "ci": [lo, hi], "ref_only_correct": n10,
+                      "cand_only_correct": n01, "drop": statistics.fmean(b) - statistics.fmean(a)}
+            self.result.metrics[key] = Metric(**{**m.__dict__, "extra": {**m.extra, "paired_vs_ref": paired}})
 
     def compare(self, lm: Any, reference: Any, texts: Sequence[str] | None = None, **kw: Any) -> Any:
         """Next-token distributions against the reference: ``kl_div``, ``top1_agreement``, perplexity ratio."""

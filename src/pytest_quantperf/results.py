@@ -87,6 +87,15 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+#: figures named by a pattern rather than one name: (prefix, last dotted part) -> entry.
+#: ``quantperf.lm_eval`` records ``lm_eval.<task>.acc`` and ``lm_eval.<task>.acc_norm`` for any
+#: lm-evaluation-harness task, judged like ``accuracy`` (per-question results kept, so paired)
+METRIC_PATTERNS: dict[tuple[str, str], MetricInfo] = {
+    ("lm_eval.", "acc"): METRICS["accuracy"],
+    ("lm_eval.", "acc_norm"): METRICS["accuracy_norm"],
+}
+
+
 def metric_info(name: str, unit: str = "", better: str = LOWER) -> MetricInfo:
     """Catalogue entry of a metric; user metrics (``quantperf.record``) get a statistical default."""
     base = name.split("[", 1)[0]
@@ -94,6 +103,9 @@ def metric_info(name: str, unit: str = "", better: str = LOWER) -> MetricInfo:
         base = base[4:]
     if base in METRICS:
         return METRICS[base]
+    for (prefix, last), info in METRIC_PATTERNS.items():
+        if base.startswith(prefix) and base.rsplit(".", 1)[-1] == last and len(base) > len(prefix) + len(last) + 1:
+            return info
     return MetricInfo(unit, better, "timing", "10%")
 
 

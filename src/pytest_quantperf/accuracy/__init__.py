@@ -14,6 +14,9 @@ and runs on the model's own device, so the built-in evaluations take seconds on 
   agreement of next-token distributions against a reference model on the same tokens; the
   reference's forward passes are made once and reused for every model compared with it.
 
+- :mod:`.lm_eval` (imported on use, lm-eval being optional): lm-evaluation-harness tasks on the
+  loaded model through lm-eval itself, every question's result kept.
+
 The package keeps one module per figure (``perplexity``, ``mc`` on top of ``loglik``,
 ``agreement``), the data they read (``datasets``) and the forward passes they share
 (``_forward``); this module re-exports the names callers use. Refusing accuracy on synthetic

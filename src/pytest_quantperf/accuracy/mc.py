@@ -83,7 +83,8 @@ def mc_requests(items: Any, *, limit: int | None = None, fewshot: int = 0,
 def multiple_choice(model, tokenizer, items: Any, *, limit: int | None = None, fewshot: int = 0,
                     template: str | Callable[[MCItem], str] = DEFAULT_TEMPLATE,
                     choice_template: str = DEFAULT_CHOICE_TEMPLATE, batch_size: int = 16,
-                    share_context: bool = True) -> MCResult:
+                    share_context: bool = True,
+                    scorer: Callable[[list[tuple[str, str]]], Sequence[float]] | None = None) -> MCResult:
     """Multiple-choice accuracy by log-likelihood scoring, as lm-evaluation-harness does.
 
     ``items``: a list of :class:`MCItem` or anything :func:`load_dataset` accepts. Each
@@ -95,11 +96,14 @@ def multiple_choice(model, tokenizer, items: Any, *, limit: int | None = None, f
     ``fewshot_delimiter``; lm-eval draws its examples at random, we take them in order so that
     runs stay comparable). ``limit`` keeps the first ``limit`` items, as lm-eval's ``--limit``.
     ``share_context`` runs each question once for all its choices (see :func:`loglikelihoods`).
+    ``scorer`` scores the (context, continuation) requests in place of a transformers forward pass:
+    how a model of another backend (llama.cpp) answers the same questions.
     """
     _check_positive("batch_size", batch_size)
     chosen_items, requests, spans = mc_requests(items, limit=limit, fewshot=fewshot, template=template,
                                                 choice_template=choice_template)
-    lls = loglikelihoods(model, tokenizer, requests, batch_size=batch_size, share_context=share_context)
+    lls = (list(scorer(requests)) if scorer is not None else
+           loglikelihoods(model, tokenizer, requests, batch_size=batch_size, share_context=share_context))
     correct, correct_norm, chosen, chosen_norm, per_item = [], [], [], [], []
     for item, (a, b) in zip(chosen_items, spans):
         ll = lls[a:b]

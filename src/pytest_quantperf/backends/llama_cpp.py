@@ -148,9 +148,59 @@ class GgufTokenizer:
         return self.llama.detokenize(list(int(i) for i in ids), special=not skip_special_tokens).decode(
             "utf-8", errors="replace")
 
-    def __call__(self, text: str | list[str], **_: Any) -> dict[str, list[list[int]]]:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True, **_: Any) -> dict[str, list[list[int]]]:
         batch = [text] if isinstance(text, str) else list(text)
-        return {"input_ids": [self.encode(t) for t in batch]}
+        return {"input_ids": [self.encode(t, add_special_tokens=add_special_tokens) for t in batch]}
+
+
+def loglikelihoods(lm: Any, requests: Sequence[tuple[str, str]]) -> list[float]:
+    """Summed log-probability of each continuation given its context, on a llama.cpp model.
+
+    The requests are tokenized as lm-eval's ``HFLM`` does (:mod:`pytest_quantperf.accuracy.loglik`),
+    so multiple-choice accuracy means the same here as on transformers. llama.cpp keeps only the
+    last position's logits unless loaded with ``logits_all=True``, so the continuation is fed one
+    token at a time after its context, reading each next-token distribution as it comes; the
+    context is evaluated once and its cache reused for every choice that shares it.
+    """
+    import numpy as np
+
+    import llama_cpp
+
+    from ..accuracy.loglik import _request
+
+    handle = lm.model
+    llama = handle.llama
+    n_vocab = int(llama.n_vocab())
+
+    def last_logprobs() -> Any:
+        ptr = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+        x = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        m = x.max()
+        return x - (m + np.log(np.exp(x - m).sum()))
+
+    out: list[float] = []
+    shared: tuple[list[int], Any] | None = None
+    for context, continuation in requests:
+        ctx, cont = _request(lm.tokenizer, context, continuation)
+        if not cont:
+            raise MeasurementError(f"the continuation {continuation!r} is empty after tokenization")
+        if len(ctx) + len(cont) > handle.n_ctx:
+            raise MeasurementError(
+                f"a question and its answer take {len(ctx) + len(cont)} tokens, more than the llama.cpp context "
+                f"n_ctx={handle.n_ctx}: load the GGUF file with a larger n_ctx")
+        if shared is None or shared[0] != ctx:
+            llama.reset()
+            llama.eval(ctx)
+            shared = (ctx, last_logprobs())
+        else:
+            llama.n_tokens = len(ctx)  # back to the end of the shared context: the next eval drops the rest
+        total = float(shared[1][cont[0]])
+        for prev, tok in zip(cont, cont[1:]):
+            llama.eval([prev])
+            total += float(last_logprobs()[tok])
+        out.append(total)
+    llama.reset()
+    return out
 
 
 @dataclass

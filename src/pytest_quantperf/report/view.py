@@ -11,7 +11,7 @@ import math
 import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..budgets import ABSOLUTE, RELATIVE
+from ..budgets import RELATIVE, absolute_limit, relative_limit
 from ..results import METRICS
 
 #: worst first: the status a row shows is the worst of its verdicts
@@ -108,16 +108,18 @@ def shorten_nodeid(nodeid: str, width: int = 80) -> str:
 
 
 def _bound(budget_key: str) -> str:
-    if budget_key in ABSOLUTE:
-        return ABSOLUTE[budget_key][1]
-    if budget_key in RELATIVE:
-        return RELATIVE[budget_key][1]
+    absolute, relative = absolute_limit(budget_key), relative_limit(budget_key)
+    if absolute is not None:
+        return absolute[1]
+    if relative is not None:
+        return relative[1]
     return "max"
 
 
 def _budget_metric(budget_key: str) -> str | None:
     """The metric row a budget attaches to (``vram_mb`` → ``vram_mb``); None for its own row."""
-    if budget_key in ABSOLUTE and ABSOLUTE[budget_key][0] == budget_key:
+    absolute = absolute_limit(budget_key)
+    if absolute is not None and absolute[0] == budget_key:
         return budget_key
     return None
 
