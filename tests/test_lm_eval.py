@@ -121,7 +121,9 @@ def test_fp4_drop_budget_is_the_paired_rule_on_each_question(suite):
     n01 = sum(1 for c, r in zip(cand["items"], ref["items"]) if r == 0 and c == 1)
     p = stats.mcnemar_exact(n10, n01)
     assert cand["extra"]["paired_vs_ref"]["p_value"] == pytest.approx(p)
-    want_drop = "pass" if drop <= 0 else ("inconclusive" if p >= 0.05 else "breach")
+    # the one rule with the limit (a drop of 0.0) as the band's edge: the paired 98% interval of the drop
+    lo, hi = stats.paired_bootstrap_diff_ci(cand["items"], ref["items"], 0.98)
+    want_drop = "breach" if lo > 0.0 else ("pass" if hi <= 0.0 else "inconclusive")
     want_min = "pass" if cand["value"] >= 0.3 else "breach"
     got = {v["metric"]: v for v in t["verdicts"] if v.get("source") == "budget"}
     assert got[f"lm_eval.{TASK}.acc_drop_vs_ref"]["status"] == want_drop
