@@ -36,9 +36,13 @@ from .work import SCOPE_WHOLE, SCOPE_WINDOW, Work
 
 #: operators that read device memory on the host: on a GPU each one waits for the device (a sync);
 #: on the CPU they are counted by name as the syncs this decode would make on a GPU. Overload
-#: packets as the dispatch mode sees them: ``.item()``, ``int(t)``, ``float(t)`` and ``bool(t)``
-#: (``aten.is_nonzero``) all arrive as ``aten._local_scalar_dense``; operators whose output shape
-#: depends on the data (``nonzero``, ``masked_select``, ``unique``) must read it to size the output
+#: packets as the dispatch mode sees them: ``.item()``, ``int(t)`` and ``float(t)`` arrive as
+#: ``aten.item`` under inference mode (as ``aten._local_scalar_dense`` outside it), ``bool(t)`` as
+#: ``aten.is_nonzero``, ``torch.equal`` as ``aten.equal``; operators whose output shape depends on
+#: the data (``nonzero``, ``masked_select``, ``unique``) must read it to size the output. Only the
+#: operator the mode sees is counted, never the ones it runs inside, so a read counts once.
+#: ``.tolist()``/``.cpu()`` of a device tensor are copies the CPU cannot tell from its own: on CUDA
+#: the runtime's device-to-host copies count them
 SYNC_OPS: frozenset[str] = frozenset({
     "aten._local_scalar_dense", "aten.item", "aten.is_nonzero", "aten.equal",
     "aten.nonzero", "aten.masked_select", "aten._unique", "aten._unique2", "aten.unique_dim",
@@ -73,6 +77,12 @@ def _op_counter_class() -> Any:
     class OpCounter(TorchDispatchMode):
         """Counts each operator that reaches the Python dispatch key, then runs it unchanged."""
 
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            # no torch._disable_dynamo wrapper around __torch_dispatch__: its frames would be Python
+            # calls of every operator, and its code is shared with every function dynamo leaves alone
+            return False
+
         def __init__(self) -> None:
             super().__init__()
             self.counts: dict[Any, int] = {}
@@ -94,9 +104,35 @@ class _Ops:
         self.on = False
 
     def skip_codes(self) -> set[Any]:
+        """The Python frames each counted operator adds: the mode's own, the ``OpOverload`` call it
+        makes, and torch's look-up of dispatch rules for the mode (called by the dispatcher itself)."""
         from torch._ops import OpOverload
 
-        return {type(self.mode).__torch_dispatch__.__code__, OpOverload.__call__.__code__}
+        codes = {type(self.mode).__torch_dispatch__.__code__}
+        try:
+            from torch._library import simple_registry as sr
+
+            codes.add(sr.find_torch_dispatch_rule.__code__)
+            for cls in (getattr(sr, "GenericTorchDispatchRuleHolder", None), getattr(sr, "SimpleLibraryRegistry", None)):
+                if cls is not None and hasattr(cls, "find"):
+                    codes.add(cls.find.__code__)
+        except (ImportError, AttributeError):
+            pass
+        return codes
+
+    def child_codes(self) -> set[Any]:
+        """Frames skipped only when a skipped frame called them (with the C functions they call):
+        the ``OpOverload.__call__`` the mode makes and the ``OpOverload.__hash__`` of the rule
+        look-up's dict, not those of the decode's own code (bitsandbytes calls its operators
+        through ``OpOverload.__call__`` too)."""
+        from torch._ops import OpOverload
+
+        out = set()
+        for name in ("__call__", "__hash__"):
+            f = OpOverload.__dict__.get(name)
+            if f is not None and hasattr(f, "__code__"):
+                out.add(f.__code__)
+        return out
 
     def start(self) -> None:
         self.mode.__enter__()
@@ -132,7 +168,7 @@ def _c_name(f: Any) -> str:
 class _PyCalls:
     """Python ``call`` and ``c_call`` events of this thread, by qualified name, gc off."""
 
-    def __init__(self, skip: set[Any]) -> None:
+    def __init__(self, skip: set[Any], children: set[Any] = frozenset()) -> None:
         self.skip = skip
         self.calls: dict[Any, int] = {}  # code object -> count
         self.mods: dict[Any, str] = {}
@@ -140,12 +176,15 @@ class _PyCalls:
         self._prev: Any = None
         self._gc = False
         calls, c_calls, mods, skip_ = self.calls, self.c_calls, self.mods, self.skip
+        children_ = frozenset(children)
         c_name = _c_name
 
         def prof(frame: Any, event: str, arg: Any) -> None:
             if event == "call":
                 code = frame.f_code
                 if code in skip_:
+                    return
+                if code in children_ and frame.f_back is not None and frame.f_back.f_code in skip_:
                     return
                 n = calls.get(code)
                 if n is None:
@@ -154,7 +193,10 @@ class _PyCalls:
                 else:
                     calls[code] = n + 1
             elif event == "c_call":
-                if frame.f_code in skip_:
+                code = frame.f_code
+                if code in skip_:
+                    return
+                if code in children_ and frame.f_back is not None and frame.f_back.f_code in skip_:
                     return
                 name = c_name(arg)
                 c_calls[name] = c_calls.get(name, 0) + 1
@@ -291,7 +333,7 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
 
     skip = ops.skip_codes() | {f.__code__ for f in (start, stop, on_step)} | {
         _PyCalls.start.__code__, _PyCalls.stop.__code__}
-    py = _PyCalls(skip)
+    py = _PyCalls(skip, ops.child_codes())
     t0 = time.perf_counter()
     start()
     try:
