@@ -154,20 +154,24 @@ def main() -> int:
     ap.add_argument("--quant", default="nf4")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--trials", type=int, default=2, help="trials per kind")
+    ap.add_argument("--warmup", type=int, default=1, help="--quantperf-warmup of every run (0: shortest runs)")
     ap.add_argument("--kinds", default="aa,busy," + ",".join(CHANGES))
     ap.add_argument("--cost-only", action="store_true")
+    ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement at the end")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--budget-s", type=float, default=None, help="start no further trial round after this many seconds")
     a = ap.parse_args()
     if not a.cost_only:
         root = tempfile.mkdtemp(prefix="qp-work-")
         suite = os.path.join(root, "test_work_suite.py")
         with open(suite, "w") as f:
             f.write(textwrap.dedent(SUITE.format(quant=a.quant, new=a.new_tokens)))
-        # speed is not what is measured here: one warm-up and one timed run keep each process short
+        # speed is not what is measured here: one timed run (and --warmup warm-ups) keeps each process short
         common = ["--quantperf-device=cpu", f"--quantperf-storage={os.path.join(root, 'store')}",
-                  "--quantperf-repeat=1", "--quantperf-warmup=1"]
+                  "--quantperf-repeat=1", f"--quantperf-warmup={a.warmup}"]
         env = dict(os.environ, QP_CHANGE="")
         print(f"suite {suite}: default {a.quant} on the CPU, {a.new_tokens} new tokens")
+        t_start = time.time()
         r = run_pytest(suite, common + ["--quantperf-save=main"], env, os.path.join(root, "save.json"))
         print(f"save: rc={r['rc']} {r['wall_s']:.0f} s; work {({k: m['value'] for k, m in r.get('work', {}).items()})}"
               + (f"; {r['error']}" if "error" in r else ""), flush=True)
@@ -175,6 +179,9 @@ def main() -> int:
         table: dict[str, list[dict]] = {}
         kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
         for trial in range(a.trials):
+            if a.budget_s and time.time() - t_start > a.budget_s:
+                print(f"budget of {a.budget_s:.0f} s spent: {trial} trials per kind run", flush=True)
+                break
             for kind in kinds:  # interleaved: the host's drift hits every kind alike
                 spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if kind == "busy" else None
                 try:
@@ -201,7 +208,8 @@ def main() -> int:
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"args": vars(a), "trials": table}, f, indent=1)
-    cost(a.quant, a.new_tokens)
+    if not a.no_cost:
+        cost(a.quant, a.new_tokens)
     return 0
 
 

@@ -170,3 +170,21 @@ def test_bad_generate_kwargs_fail_with_one_line(pytester):
         "*MeasurementError: quantperf.generate: stop_strings= is not passed to model.generate: a run that stops "
         "early has no fixed length to compare",
         "*MeasurementError: quantperf.generate: model.generate refused the keyword arguments no_such_argument:*"])
+
+
+def test_a_window_of_decode_steps_counts_what_the_whole_generate_counts():
+    """Greedy decode steps run the same code: prefill + end + the window scaled equals the whole count."""
+    pytest.importorskip("torch")
+    from pytest_quantperf.backends import backend_for
+    from pytest_quantperf.models import load, make_spec
+    from pytest_quantperf.work_count import count_work
+
+    lm = load(make_spec("default", "bf16", device="cpu"))
+    b = backend_for(lm)
+    p = b.prepare(["The capital of France is"])
+    b.run(p, 2)
+    whole, window = count_work(b, p, 5, window=0), count_work(b, p, 5, window=2)
+    assert (whole.scope, window.scope) == ("whole generate", "window")
+    assert window.detail["window_after_token"] == 2
+    assert window.totals == whole.totals and window.by_name == whole.by_name
+    assert whole.by_name["syncs"] == {"aten.is_nonzero": 6}  # generate's "all sequences finished?" per step
