@@ -104,10 +104,13 @@ def test_processor(quant_model, quantperf):
 
 
 def test_separate_processes_count_the_same_work_and_a_logits_processor_adds_ops_by_name(pytester):
+    """The second process runs the tests in the other order: what ran before never changes a count."""
     pytester.makepyfile(test_gen=GEN)
-    for out in ("a.json", "b.json"):
-        r = pytester.runpytest_subprocess(*FAST, f"--quantperf-json={out}")
+    for out, order in (("a.json", ("test_gen.py::test_plain", "test_gen.py::test_processor")),
+                       ("b.json", ("test_gen.py::test_processor", "test_gen.py::test_plain"))):
+        r = pytester.runpytest_subprocess(*FAST, f"--quantperf-json={out}", *order)
         r.assert_outcomes(passed=2)
+    assert list(json.loads((pytester.path / "b.json").read_text())["tests"])[0].endswith("test_processor")
     a, b = _metrics(pytester, "a.json"), _metrics(pytester, "b.json")
     for name in WORK:
         ma, mb = a[f"test_plain:{name}"], b[f"test_plain:{name}"]
