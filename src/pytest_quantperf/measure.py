@@ -420,10 +420,17 @@ def _count_work(res: GenerateResult, backend: Any, prepared: Any, max_new_tokens
     import torch
 
     t0 = time.perf_counter()
-    w = count_work(backend, prepared, max_new_tokens, window=plan.work_window,
-                   cuda_device=torch.device(cuda_devs[0]) if cuda_devs else None,
-                   prompt_tokens=res.prompt_tokens, batch=res.batch)
-    res.work_seconds = time.perf_counter() - t0
+    try:
+        w = count_work(backend, prepared, max_new_tokens, window=plan.work_window,
+                       cuda_device=torch.device(cuda_devs[0]) if cuda_devs else None,
+                       prompt_tokens=res.prompt_tokens, batch=res.batch)
+    except MeasurementError:
+        raise
+    except Exception as e:  # a model the counters cannot follow keeps its timings; the note says why
+        res.work_note = f"work not counted: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return
+    finally:
+        res.work_seconds = time.perf_counter() - t0
     res.work = w.to_dict()
 
 

@@ -127,6 +127,9 @@ class Recorder:
         if not res.work:
             if res.work_note:
                 self.result.models.setdefault(lm.label, {})["work"] = res.work_note
+                if res.work_note.startswith("work not counted"):
+                    self.session.warnings.append(f"{self.nodeid}: {res.work_note} (--quantperf-count-work=off "
+                                                 "skips the counting run)")
             return
         from .work import METRIC_OF, Work
 

@@ -299,10 +299,17 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
     when the generate is long enough and the backend reports its steps (``step_hook``); 0 counts
     the whole generate.
     """
-    ops = _Ops(syncs=cuda_device is None)
-    counters: list[Any] = [ops]
+    cuda = None
+    cuda_note = ""
     if cuda_device is not None:
-        counters.insert(0, _Cuda(cuda_device))  # outermost: its switching is not an operator or a call
+        try:
+            cuda = _Cuda(cuda_device)
+        except RuntimeError as e:  # no kineto here: operators, calls and scalar reads are still counted
+            cuda_note = str(e)
+    ops = _Ops(syncs=cuda is None)
+    counters: list[Any] = [ops]
+    if cuda is not None:
+        counters.insert(0, cuda)  # outermost: its switching is not an operator or a call
     segs: list[Counts] = []
     on = [False]
 
@@ -361,7 +368,9 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
         raise RuntimeError(f"the counting run generated {run.new_tokens} of {max_new_tokens} tokens")
     total: Counts = {}
     detail: dict[str, Any] = {"seconds": round(seconds, 3),
-                              "syncs_source": "cuda runtime" if cuda_device is not None else "scalar-read ops"}
+                              "syncs_source": "cuda runtime" if cuda is not None else "scalar-read ops"}
+    if cuda_note:
+        detail["cuda"] = cuda_note
     if a is None:
         if len(segs) != 1:
             raise RuntimeError(f"the counting run closed {len(segs)} segments, expected 1")
