@@ -118,7 +118,8 @@ class _Ops:
             from torch._library import simple_registry as sr
 
             codes.add(sr.find_torch_dispatch_rule.__code__)
-            for cls in (getattr(sr, "GenericTorchDispatchRuleHolder", None), getattr(sr, "SimpleLibraryRegistry", None)):
+            for name in ("GenericTorchDispatchRuleHolder", "SimpleLibraryRegistry"):
+                cls = getattr(sr, name, None)
                 if cls is not None and hasattr(cls, "find"):
                     codes.add(cls.find.__code__)
         except (ImportError, AttributeError):
