@@ -88,6 +88,8 @@ def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) 
         res["work"] = work_of(doc)
         t = next(iter(doc["tests"].values()))
         res["latency_ms"] = (t["metrics"].get("latency_ms") or {}).get("value")
+        # what this process' counting run cost, beside its timed run (warm only with --warmup 1 or more)
+        res["count_s"] = (((t["metrics"].get("ops_per_token") or {}).get("extra") or {}).get("cost") or {}).get("seconds")
         res["verdicts"] = {v["metric"]: v["status"] for v in t.get("verdicts", [])
                            if v.get("source") == "baseline" and v["metric"] in FIGURES}
     except Exception as e:  # noqa: BLE001 - a trial that wrote no report is reported as such
@@ -195,7 +197,8 @@ def main() -> int:
                 caught, lines = diff(base, r.get("work") or {})
                 r["beyond_tolerance"] = caught
                 table.setdefault(kind, []).append({k: v for k, v in r.items() if k != "work"})
-                print(f"{kind:9} {trial}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms; "
+                print(f"{kind:9} {trial}: rc={r['rc']} {r['wall_s']:.0f} s latency {r.get('latency_ms')} ms, "
+                      f"counting run {r.get('count_s')} s; "
                       f"work beyond tolerance: {caught}; verdicts {r.get('verdicts')}"
                       + (f"; {r['error']}" if "error" in r else ""), flush=True)
                 for line in lines:
