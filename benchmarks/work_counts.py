@@ -9,7 +9,8 @@ One saving run (``--quantperf-save=main``), then, each in a fresh pytest process
 * ``sync``: an extra host sync per decode step (a forward pre-hook reading ``input_ids[0, -1].item()``);
 * ``processor``: a Python logits processor (a loop over the sequence's tokens) passed to
   ``quantperf.generate(..., logits_processor=...)``;
-* ``fp32``: the nf4 compute dtype switched to fp32 (``compute_dtype="fp32"``) instead of bf16;
+* ``fp32``: the nf4 compute dtype switched to fp32 (``compute_dtype="fp32"``) from the bf16 every
+  other run names (fp32 is the CPU's default, so the unchanged runs name bf16);
 * ``prompt``: a tokenizer change that makes the same prompt longer (its post-processor now puts
   the BOS token in front, as a tokenizer update that starts adding one does).
 
@@ -52,7 +53,8 @@ class Loop(LogitsProcessor):
 
 
 def test_generate(quant_model, quantperf):
-    lm = quant_model("default", quant={quant!r}, **({{"compute_dtype": "fp32"}} if CHANGE == "fp32" else {{}}))
+    # bf16 compute named: fp32 is the CPU's default compute dtype, so the change must move away from it
+    lm = quant_model("default", quant={quant!r}, compute_dtype="fp32" if CHANGE == "fp32" else "bf16")
     if CHANGE == "sync":
         def read_back(module, args, kwargs):
             ids = kwargs.get("input_ids")

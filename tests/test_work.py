@@ -112,7 +112,6 @@ def test_separate_processes_count_the_same_work_and_a_logits_processor_adds_ops_
         pytester.makepyfile(test_gen=body)
         r = pytester.runpytest_subprocess(*FAST, f"--quantperf-json={out}")
         r.assert_outcomes(passed=2)
-    assert list(json.loads((pytester.path / "b.json").read_text())["tests"])[0].endswith("test_processor")
     a, b = _metrics(pytester, "a.json"), _metrics(pytester, "b.json")
     for name in WORK:
         ma, mb = a[f"test_plain:{name}"], b[f"test_plain:{name}"]
