@@ -505,3 +505,22 @@ def test_a_timing_budget_breached_on_a_contended_host_is_not_gated():
     r.metrics["tokens_per_s"] = _m("tokens_per_s", [5.0], host={"state": "quiet"})
     got = {c.key: c for c in evaluate(Budget({"tokens_per_s": 10.0}), r)}
     assert got["tokens_per_s"].status == "breach" and got["tokens_per_s"].gating
+
+
+def test_a_work_regression_names_what_changed_and_the_wall_clock_says_the_work_moved():
+    from pytest_quantperf.compare import judge_test
+
+    by = {"aten.mm": 600, "aten.add": 120}
+    base_w = replace(make_metric("syncs_per_token", 0.0, kind="work"), extra={"by_name": {}, "tokens": 16})
+    cur_w = replace(make_metric("syncs_per_token", 1.0, kind="work"),
+                    extra={"by_name": {"aten._local_scalar_dense": 16}, "tokens": 16})
+    ops_b = replace(make_metric("ops_per_token", 45.0, kind="work"), extra={"by_name": by, "tokens": 16})
+    base = {"metrics": {"syncs_per_token": base_w.to_dict(), "ops_per_token": ops_b.to_dict(),
+                        "latency_ms": _m("latency_ms", [100, 101, 99]).to_dict()}}
+    got = {v.metric: v for v in judge_test("t::x", {"syncs_per_token": cur_w, "ops_per_token": ops_b,
+                                                     "latency_ms": _m("latency_ms", [103, 104, 102])},
+                                           base, same_hardware=True)}
+    s = got["syncs_per_token"]
+    assert s.status == "regression" and s.gating and "+1 aten._local_scalar_dense per token" in s.message
+    lat = got["latency_ms"]
+    assert "the work per token changed: syncs_per_token +1" in lat.message and not lat.reasons

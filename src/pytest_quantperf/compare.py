@@ -195,6 +195,17 @@ def _scale(ref: float, value: float, tol: Tolerance, better: str) -> float:
     return sign * (value - ref)
 
 
+def _work_named(name: str, base: Metric, cur: Metric) -> str:
+    """The largest per-name changes of a work figure (``+1 aten._local_scalar_dense per token``)."""
+    from .work import METRIC_OF, describe_changes
+
+    kinds = {m: k for k, m in METRIC_OF.items()}
+    kind = kinds.get(base_metric_name(name))
+    if kind is None or "by_name" not in (base.extra or {}) or "by_name" not in (cur.extra or {}):
+        return ""
+    return describe_changes(base.extra, cur.extra, kind)
+
+
 def _settle(kind: str) -> str:
     if kind in STAT_KINDS:
         return ("save the baseline again from the same code (each save of it narrows this) or measure both "
@@ -257,6 +268,10 @@ def compare_metric(nodeid: str, name: str, base: Metric, cur: Metric, tol: Toler
                    else "these runs decide no change")
         shown = "shown worse, by how much these runs cannot say; " if dec.shown_worse else ""
         msg += f" ({shown}{decides}; {_settle(kind)})"
+    if kind == "work" and dec.status != PASS:
+        named = _work_named(name, base, cur)
+        if named:
+            msg += f"; by name: {named}"
     acc_record = None
     within_acc = False
     if accepted:
@@ -309,6 +324,16 @@ def _same_work(base_m: Mapping[str, Any], cur: Mapping[str, Metric], key: str) -
         if bn is not None and cn is not None and bn != cn:
             return False
     return True
+
+
+def _work_summary(verdicts: Sequence[Verdict], key: str) -> str:
+    """``ops_per_token +3.2%, syncs_per_token +1`` for one model's work figures that moved."""
+    parts = []
+    for v in verdicts:
+        if v.kind == "work" and model_key(v.metric) == key and v.delta:
+            size = f"{v.change * 100:+.1f}%" if v.change is not None and v.baseline else f"{v.delta:+g}"
+            parts.append(f"{base_metric_name(v.metric)} {size}")
+    return ", ".join(parts) or "by name"
 
 
 def _worse_by(v: Verdict) -> float | None:
@@ -372,6 +397,8 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
         key = model_key(v.metric)
         base_clocks = ((base_metrics.get(v.metric) or {}).get("extra") or {}).get("gpu_clocks")
         cur_clocks = (metrics[v.metric].extra or {}).get("gpu_clocks")
+        if work.get(key) is False and base_metric_name(v.metric) in _r.WALL_CLOCK:
+            v = replace(v, message=f"{v.message} (the work per token changed: {_work_summary(verdicts, key)})")
         out.append(v.with_reasons(_r.reasons_for(
             _r.host_contended(v.kind, host.get(key), _worse_by(v)),
             _r.clock_moved(v.kind, base_clocks, cur_clocks),

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .backends import RunTiming, backend_for
 from .errors import MeasurementError  # noqa: F401 (re-exported: its old home)
@@ -51,6 +51,7 @@ class SamplingPlan:
     warmup_tokens: int = 4  # new tokens of a short warm-up generate: prefill plus a few decode steps
     gpu_time_runs: int = 1  # kernel time repeats to 0.05%: one profiled run gives the figure
     kernel_window: int = 8  # decode steps profiled (gpu/window.py); 0 profiles the whole generate
+    work_window: int = 8  # decode steps whose work is counted (work_count.py); 0 counts the whole generate
     #: on CUDA, the CPU the driving thread is pinned to while measuring: None (not pinned), "auto"
     #: (the fastest allowed core when the measurement starts) or a CPU number (host.pinned_thread)
     pin_core: int | str | None = None
@@ -94,6 +95,8 @@ class SamplingPlan:
 
 # Metric families and the phase whose runs made them (see GenerateResult.cost).
 _PROFILED_METRICS = frozenset({"gpu_ms", "gpu_ms_per_token", "gpu_busy_share", "bw_util_gpu"})
+_WORK_METRICS = frozenset({"ops_per_token", "py_calls_per_token", "syncs_per_token", "launches_per_token",
+                           "prompt_tokens"})
 
 
 @dataclass
@@ -128,6 +131,11 @@ class GenerateResult:
     #: how much of the machine the timed runs had (host.summarize): verdicts taken on a contended
     #: host say so and are not regressions by themselves
     host: dict[str, Any] = field(default_factory=dict)
+    #: the work of one decode (work.Work.to_dict), counted in a run of its own after the timed runs;
+    #: empty when counting is off or the backend cannot count (``work_note`` says why)
+    work: dict[str, Any] = field(default_factory=dict)
+    work_seconds: float = 0.0
+    work_note: str = ""
 
     @property
     def median(self) -> dict[str, float]:
@@ -137,6 +145,9 @@ class GenerateResult:
 
     def cost(self, metric: str) -> dict[str, Any]:
         """How many runs and seconds the figure ``metric`` cost: for the metric's ``extra``."""
+        if metric in _WORK_METRICS:
+            return {"runs": 1 if self.work else 0, "seconds": round(self.work_seconds, 3),
+                    "scope": self.work.get("scope", "")}
         if metric in _PROFILED_METRICS:
             out: dict[str, Any] = {"runs": self.profiled_runs, "seconds": round(self.profiled_seconds, 3)}
             if self.kernel_time_path:
@@ -151,7 +162,8 @@ class GenerateResult:
         return {"runs": self.runs, "seconds": round(self.seconds, 3), "warmup_runs": self.warmup_runs,
                 "warmup_seconds": round(self.warmup_seconds, 3), "profiled_runs": self.profiled_runs,
                 "profiled_seconds": round(self.profiled_seconds, 3), "timed_seconds": round(self.timed_seconds, 3),
-                "kernel_time_path": self.kernel_time_path, "stop_reason": self.stop_reason}
+                "kernel_time_path": self.kernel_time_path, "stop_reason": self.stop_reason,
+                "work_seconds": round(self.work_seconds, 3)}
 
 
 # --------------------------------------------------------------------------- generate
@@ -183,11 +195,15 @@ def _threads_asked(lm: Any, on_cuda: bool) -> int:
     return int(torch.get_num_threads()) if torch is not None else 1
 
 
-def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: SamplingPlan, *,
+def measure_generate(lm: Any, prompts: Sequence[Any], max_new_tokens: int, plan: SamplingPlan, *,
                      nvml: Any = None, bandwidth_gbs: float | None = None,
-                     gpu_time: bool = True) -> GenerateResult:
-    """Warm up, profile once (CUDA), then time repeated greedy generations within the plan's budget.
+                     gpu_time: bool = True, count_work: bool = False,
+                     generate_kwargs: Mapping[str, Any] | None = None) -> GenerateResult:
+    """Warm up, profile once (CUDA), then time repeated greedy generations within the plan's budget;
+    with ``count_work``, count the work of one more run afterwards (``work_count``).
 
+    ``prompts`` are strings, or chat message lists (the tokenizer's chat template applies);
+    ``generate_kwargs`` reach ``model.generate`` in every run (backends that take them only).
     A generate that runs out of GPU memory raises :class:`MeasurementError` naming the memory
     asked for and free, after giving back what it took, so the session's next test is unharmed.
     """
@@ -200,12 +216,12 @@ def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan:
     try:
         if plan.pin_core is None or not _cuda_devices(lm):  # the CPU's own threads are left as torch set them
             return _measure(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bandwidth_gbs,
-                            gpu_time=gpu_time)
+                            gpu_time=gpu_time, count_work=count_work, generate_kwargs=generate_kwargs)
         from .host import pinned_thread
 
         with pinned_thread(plan.pin_core) as pin:
             res = _measure(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bandwidth_gbs,
-                           gpu_time=gpu_time)
+                           gpu_time=gpu_time, count_work=count_work, generate_kwargs=generate_kwargs)
         core = pin.info.get("pinned_core")
         res.host = {**(res.host or {}), **pin.info}
         res.host["summary"] = str(res.host.get("summary") or "") + (
@@ -220,11 +236,21 @@ def measure_generate(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan:
     raise MeasurementError(oom)
 
 
-def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: SamplingPlan, *,
-             nvml: Any, bandwidth_gbs: float | None, gpu_time: bool) -> GenerateResult:
+def _measure(lm: Any, prompts: Sequence[Any], max_new_tokens: int, plan: SamplingPlan, *,
+             nvml: Any, bandwidth_gbs: float | None, gpu_time: bool, count_work: bool = False,
+             generate_kwargs: Mapping[str, Any] | None = None) -> GenerateResult:
     from . import stats
 
     backend = backend_for(lm)
+    if generate_kwargs:
+        if not getattr(backend, "takes_generate_kwargs", False):
+            raise MeasurementError(f"quantperf.generate: the {backend.name} backend takes no generate keyword "
+                                   f"arguments (got {', '.join(sorted(generate_kwargs))}); they are for "
+                                   "transformers models")
+        backend.set_generate_kwargs(generate_kwargs)
+    if any(not isinstance(p, str) for p in prompts) and not getattr(backend, "takes_generate_kwargs", False):
+        raise MeasurementError(f"quantperf.generate: the {backend.name} backend takes prompts as text, not "
+                               "messages=")
     prepared = backend.prepare(prompts)
     cuda_devs = _cuda_devices(lm)
     res = GenerateResult(batch=len(prompts), prompt_tokens=backend.prompt_tokens(prepared),
@@ -377,8 +403,35 @@ def _measure(lm: Any, prompts: Sequence[str], max_new_tokens: int, plan: Samplin
             tpot_wall_s = statistics.median(samples.get("tpot_ms") or samples["latency_ms"]) / 1e3
             res.values["bw_util_gpu"] = gpu.bw_util(bpt, tpot_gpu_s, bandwidth_gbs)
             res.values["bw_util_wall"] = gpu.bw_util(bpt, tpot_wall_s, bandwidth_gbs)
+    if count_work:
+        _count_work(res, backend, prepared, max_new_tokens, cuda_devs, plan)
     res.seconds = elapsed()
     return res
+
+
+def _count_work(res: GenerateResult, backend: Any, prepared: Any, max_new_tokens: int,
+                cuda_devs: Sequence[str], plan: SamplingPlan) -> None:
+    """The work of one more run, after every timed run: the counters never touch a timed sample."""
+    from .work_count import count_work, counts_work
+
+    if not counts_work(backend):
+        res.work_note = f"the {backend.name} backend does not expose its work: n/a"
+        return
+    import torch
+
+    t0 = time.perf_counter()
+    try:
+        w = count_work(backend, prepared, max_new_tokens, window=plan.work_window,
+                       cuda_device=torch.device(cuda_devs[0]) if cuda_devs else None,
+                       prompt_tokens=res.prompt_tokens, batch=res.batch)
+    except MeasurementError:
+        raise
+    except Exception as e:  # a model the counters cannot follow keeps its timings; the note says why
+        res.work_note = f"work not counted: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return
+    finally:
+        res.work_seconds = time.perf_counter() - t0
+    res.work = w.to_dict()
 
 
 def bytes_read_per_token(lm: Any, context_len: int, batch: int = 1) -> float:

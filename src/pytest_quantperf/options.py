@@ -42,6 +42,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("pin-core", "on CUDA, pin the thread that drives the GPU to one CPU while measuring: off, auto (the "
         "fastest allowed core when each measurement starts) or a CPU number; ignored on the CPU",
         default="off", metavar="off|auto|N"),
+    Opt("count-work", "count the work of each decode (operators, Python calls, syncs, launches per token) in "
+        "a run of its own after the timed runs: on or off", default="on", metavar="on|off"),
     Opt("html", "write the HTML report here", metavar="PATH"),
     Opt("json", "write the JSON report here", metavar="PATH"),
     Opt("markdown", "write the Markdown report here (also appended to $GITHUB_STEP_SUMMARY when set)",

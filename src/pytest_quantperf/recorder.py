@@ -90,11 +90,19 @@ class Recorder:
                 self._noted.add(self._put(lm, name, value).name)
 
     # ----------------------------------------------------------------- measurements
-    def generate(self, lm: Any, prompt: str | Sequence[str] = DEFAULT_PROMPT, max_new_tokens: int = 32, *,
+    def generate(self, lm: Any, prompt: str | Sequence[str] | None = None, max_new_tokens: int = 32, *,
                  repeat: int | str | None = None, warmup: int | str | None = None,
-                 gpu_time: bool = True) -> GenerateResult:
-        """Time greedy generation of exactly ``max_new_tokens`` tokens (a list of prompts = a batch)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+                 gpu_time: bool = True, messages: Sequence[Any] | None = None,
+                 **generate_kwargs: Any) -> GenerateResult:
+        """Time greedy generation of exactly ``max_new_tokens`` tokens (a list of prompts = a batch).
+
+        ``messages=[{"role": ..., "content": ...}]`` in place of ``prompt`` goes through the
+        tokenizer's chat template (a list of such lists is a batch); any other keyword argument is
+        passed to ``model.generate`` in every run, warm-up, timed, profiled and counted alike, so a
+        team measures its own decode path (``logits_processor=``, ``repetition_penalty=``, ...).
+        """
+        __tracebackhide__ = True
+        prompts = _prompts(prompt, messages)
         plan: SamplingPlan = self.session.settings.plan
         if repeat is not None or warmup is not None:
             base = SamplingPlan.parse(repeat if repeat is not None else (plan.repeat or "auto"),
@@ -102,9 +110,10 @@ class Recorder:
                                       (plan.warmup if plan.warmup is not None else "auto"))
             plan = SamplingPlan(**{**plan.__dict__, "repeat": base.repeat, "warmup": base.warmup})
         self._note_model(lm)
+        count_work = bool(getattr(self.session.settings, "count_work", True))
         cache_key = None
-        if lm.reference:
-            cache_key = ("generate", lm.spec, tuple(prompts), max_new_tokens, plan)
+        if lm.reference and not generate_kwargs and messages is None:
+            cache_key = ("generate", lm.spec, tuple(prompts), max_new_tokens, plan, count_work)
             if cache_key in self.session.ref_cache:
                 res = self.session.ref_cache[cache_key]
                 self._record_generate(lm, res)
@@ -112,7 +121,7 @@ class Recorder:
         nvml = self.session.nvml_for(lm.device) if str(lm.device).startswith("cuda") else None
         bw = self.session.bandwidth_for(lm.device) if str(lm.device).startswith("cuda") and gpu_time else None
         res = measure_generate(lm, prompts, max_new_tokens, plan, nvml=nvml, bandwidth_gbs=bw,
-                               gpu_time=gpu_time)
+                               gpu_time=gpu_time, count_work=count_work, generate_kwargs=generate_kwargs)
         if cache_key is not None:
             self.session.ref_cache[cache_key] = res
         self._record_generate(lm, res)
@@ -142,6 +151,25 @@ class Recorder:
             self._put(lm, name, value, flags=flags, extra=ex)
         if res.gpu_state:
             self.result.models.setdefault(lm.label, {})["gpu_state"] = res.gpu_state
+        self._record_work(lm, res)
+
+    def _record_work(self, lm: Any, res: GenerateResult) -> None:
+        """The decode's work as figures of kind ``work``; the counts by name in each one's ``extra``."""
+        if not res.work:
+            if res.work_note:
+                self.result.models.setdefault(lm.label, {})["work"] = res.work_note
+                if res.work_note.startswith("work not counted"):
+                    self.session.warnings.append(f"{self.nodeid}: {res.work_note} (--quantperf-count-work=off "
+                                                 "skips the counting run)")
+            return
+        from .work import METRIC_OF, Work
+
+        w = Work.from_dict(res.work)
+        for kind in w.kinds_counted:
+            self._put(lm, METRIC_OF[kind], w.per_token(kind), kind="work",
+                      extra={**w.metric_extra(kind), "cost": res.cost(METRIC_OF[kind])})
+        self._put(lm, "prompt_tokens", w.prompt_tokens, kind="work",
+                  extra={"batch": w.batch, "cost": res.cost("prompt_tokens")})
 
     def _refuse_synthetic(self, lm: Any, what: str) -> None:
         if getattr(lm, "backend", "transformers") == "llama_cpp" and what != "multiple_choice":
@@ -324,6 +352,24 @@ class Recorder:
     @property
     def results(self) -> Mapping[str, Metric]:
         return dict(self.result.metrics)
+
+
+def _prompts(prompt: str | Sequence[str] | None, messages: Sequence[Any] | None) -> list[Any]:
+    """The batch of one generate: prompt texts, or chat message lists (one conversation, or a list of them)."""
+    from .errors import MeasurementError
+
+    if messages is None:
+        if prompt is None:
+            return [DEFAULT_PROMPT]
+        return [prompt] if isinstance(prompt, str) else list(prompt)
+    if prompt is not None:
+        raise MeasurementError("quantperf.generate: give prompt= or messages=, not both")
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise MeasurementError("quantperf.generate: messages= must be a non-empty list of "
+                               "{'role': str, 'content': str} dicts (or a list of such lists for a batch)")
+    if all(isinstance(m, Mapping) for m in messages):
+        return [list(messages)]
+    return [list(m) if isinstance(m, Sequence) and not isinstance(m, str) else m for m in messages]
 
 
 # --------------------------------------------------------------------------- the verdict

@@ -22,7 +22,8 @@ class MetricInfo:
     ``kind`` decides how a figure's interval is built for the one rule (compare.figure_interval):
     ``timing`` (wall clock: the run-to-run spread), ``gpu_timing`` (CUPTI kernel time: a small,
     well-known spread), ``energy`` (noisy, hardware bound), ``memory``, ``exact`` and ``work``
-    (deterministic: the interval is the point), ``accuracy`` (paired per question or per token
+    (deterministic: the interval is the point; work is counted identically in every process on
+    unchanged code, and its change is named by operator, function or kernel), ``accuracy`` (paired per question or per token
     when items exist, else the point), ``info`` (shown, never gated).
     """
 
@@ -78,6 +79,17 @@ METRICS: dict[str, MetricInfo] = {
     # the process' CPU time per generated token: includes idle intra-op threads spinning and CUDA's
     # spin-wait on sync, and rose with a busy neighbour (2 threads on 2 cores): shown, not gated
     "cpu_ms_per_token": MetricInfo("ms", NONE, "info", "0"),
+    # the work of a decode, counted in a run of its own (work_count.py): identical in every process on
+    # unchanged code, quiet or beside a spinning process, so any tolerance above 0 passes unchanged
+    # runs. Each default lets through less than the smallest realistic change it must catch on the
+    # CPU runner (benchmarks/work_counts.py, benchmarks/RESULTS.md): a Python logits processor
+    # (ops +3%, calls +0.5%), an fp32 compute dtype (calls +2.6%), an extra sync per decode step
+    # (+1 sync per token); a longer prompt shows in prompt_tokens, which must not move at all
+    "ops_per_token": MetricInfo("ops", LOWER, "work", "0.5%"),
+    "py_calls_per_token": MetricInfo("calls", LOWER, "work", "0.25%"),
+    "syncs_per_token": MetricInfo("syncs", LOWER, "work", "0"),
+    "launches_per_token": MetricInfo("launches", LOWER, "work", "0.5%"),
+    "prompt_tokens": MetricInfo("tokens", LOWER, "work", "0"),
     "perplexity": MetricInfo("", LOWER, "accuracy", "1%"),
     "accuracy": MetricInfo("", HIGHER, "accuracy", "0.02"),
     "accuracy_norm": MetricInfo("", HIGHER, "accuracy", "0.02"),

@@ -51,6 +51,8 @@ class Settings:
     exports: tuple[tuple[str, str], ...] = ()
     model: str | None = None
     trust_remote_code: bool = False
+    #: count the work of each decode in a run of its own (``--quantperf-count-work``)
+    count_work: bool = True
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], rootdir: str | os.PathLike) -> "Settings":
@@ -106,6 +108,9 @@ class Settings:
                                       max_time_s=max_time, pin_core=pin)
         except ValueError as e:
             raise SettingsError(f"--quantperf-{str(e).split()[0]}: {e}") from None
+        cw = str(opts.get("count_work") or "on").strip().lower()
+        if cw not in ("on", "off"):
+            raise SettingsError(f"--quantperf-count-work: {opts.get('count_work')!r} is not on or off")
         exports = []
         for e in opts.get("export") or []:
             fmt, sep, path = str(e).partition(":")
@@ -121,7 +126,7 @@ class Settings:
                    gate_cross_hardware=bool(opts.get("gate_cross_hardware")), device=device, gpus=gpus,
                    plan=plan, html=opts.get("html"), json=opts.get("json"), markdown=opts.get("markdown"),
                    exports=tuple(exports), model=opts.get("model"),
-                   trust_remote_code=bool(opts.get("trust_remote_code")))
+                   trust_remote_code=bool(opts.get("trust_remote_code")), count_work=cw == "on")
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,7 @@ class QuantperfSession:
             "options": {"repeat": self.settings.plan.repeat or "auto",
                         "warmup": self.settings.plan.warmup if self.settings.plan.warmup is not None else "auto",
                         "device": self.settings.device, "tolerance": self.settings.tolerance_text,
+                        "count_work": "on" if self.settings.count_work else "off",
                         "target_ci": self.settings.plan.target_rel_ci},
             "baseline": {"name": self.settings.baseline,
                          "hardware_id": (self.baseline_doc or {}).get("env", {}).get("hardware_id"),
