@@ -8,7 +8,22 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-__all__ = ["measured_weight_bytes", "inner_tensors"]
+__all__ = ["measured_weight_bytes", "inner_tensors", "no_grad_mode"]
+
+
+def no_grad_mode(model: Any) -> Any:
+    """``torch.inference_mode()``, or ``torch.no_grad()`` for a model whose weights are tensor subclasses.
+
+    quanto's int4 weights transpose themselves inside a matmul, which sets a version counter, and
+    inference mode forbids that ("Cannot set version_counter for inference tensor"); plain
+    autograd-free mode costs those models nothing measurable.
+    """
+    import torch
+
+    for p in model.parameters():
+        if type(p) is not torch.nn.Parameter:
+            return torch.no_grad()
+    return torch.inference_mode()
 
 
 def inner_tensors(t: Any) -> list[Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from ..weights import no_grad_mode
 from . import BackendInfo, RunTiming
 
 
@@ -66,7 +67,7 @@ class TransformersBackend:
         pad = getattr(tok, "pad_token_id", None)
         if pad is None:
             pad = 0
-        with torch.inference_mode():
+        with no_grad_mode(self.lm.model):
             self.sync()
             t0 = time.perf_counter()
             out = self.lm.model.generate(

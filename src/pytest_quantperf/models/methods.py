@@ -61,14 +61,15 @@ def check_available(spec: ModelSpec) -> None:
     needs = NEEDS.get(spec.quant)
     if needs is None:
         return
-    missing = [m for m in needs.modules if not _has(m)]
-    if missing:
-        raise ModelError(f"quant={spec.quant!r} needs {', '.join(missing)}, which is not installed: {needs.pip}")
+    # first: installing hqq would not help
     if spec.quant == "hqq-4bit" and not hqq_on_the_fly():
         raise ModelError(f"quant='hqq-4bit': transformers {_version('transformers')} cannot quantize with HQQ while "
                          f"loading (its HQQ quantizer has no quantize ops since the loading refactor; the fix is "
                          f"{HQQ_UPSTREAM}, open): load a saved HQQ checkpoint with quant='checkpoint', or use "
                          "quanto-int4 / nf4 for 4-bit")
+    missing = [m for m in needs.modules if not _has(m)]
+    if missing:
+        raise ModelError(f"quant={spec.quant!r} needs {', '.join(missing)}, which is not installed: {needs.pip}")
     if needs.cuda and not spec.device.startswith("cuda"):
         raise ModelError(f"quant={spec.quant!r} needs a CUDA GPU, not {spec.device}: {needs.cuda}; "
                          "run it with --quantperf-device=cuda on a GPU machine")
