@@ -108,7 +108,6 @@ def inspect_quantization(model, spec: ModelSpec, footprint_bytes: int, *, method
         if L4 and isinstance(m, L4):
             n4 += 1
             qparams += m.in_features * m.out_features
-            packed.add(id(m))
             qs = getattr(m.weight, "quant_state", None)
             qtypes.add(getattr(m.weight, "quant_type", "?"))
             cdts.add(str(m.compute_dtype).replace("torch.", "") if m.compute_dtype is not None else "float32")
@@ -118,7 +117,6 @@ def inspect_quantization(model, spec: ModelSpec, footprint_bytes: int, *, method
         if L8 and isinstance(m, L8):
             n8 += 1
             qparams += m.in_features * m.out_features
-            packed.add(id(m))
             families["bitsandbytes"] = families.get("bitsandbytes", 0) + 1
             continue
         found = classify(m, rec)
@@ -154,6 +152,12 @@ def inspect_quantization(model, spec: ModelSpec, footprint_bytes: int, *, method
         nq = n4 + n8
     else:
         nq = families.get(want, 0)
+    if nq == 0 and want not in ("none", "bitsandbytes"):
+        # transformers dequantizes some checkpoints where it has no kernel (FP8, MXFP4 on a CPU):
+        # the layers are plain float, the checkpoint's saving is not there on this device
+        qc = getattr(getattr(model, "hf_quantizer", None), "quantization_config", None)
+        if qc is not None and getattr(qc, "dequantize", False):
+            expanded = plain
     note = None
     if expanded:
         note = (f"{expanded} {want} layer(s) hold their weights expanded to full size on {spec.device}: the "

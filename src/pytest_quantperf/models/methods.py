@@ -75,6 +75,20 @@ def check_available(spec: ModelSpec) -> None:
                          "run it with --quantperf-device=cuda on a GPU machine")
 
 
+def unavailable_reason(quant: str, device: str = "cpu") -> str | None:
+    """Why ``quant`` cannot load on ``device`` with what is installed (the one-line refusal), or None.
+
+    For suites that compare every method the machine can run and skip the others by name.
+    """
+    from .spec import make_spec
+
+    try:
+        check_available(make_spec("default", quant, device=device))
+    except ModelError as e:
+        return str(e)
+    return None
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import version
 
