@@ -106,7 +106,7 @@ def test_methods_load_prove_measure_and_gate(pytester, run_quantperf):
     pytester.makepyfile(test_methods=METHODS_SUITE)
     r = run_quantperf("--quantperf-json=out.json", *RUN, fast=False)
     r.assert_outcomes(passed=6, failed=1)
-    r.stdout.fnmatch_lines(["*test_tight_budget_fails*budget footprint_mb: measured 210.1 MiB, max 100*"])
+    r.stdout.fnmatch_lines(["*budget footprint_mb: measured 210.1* MiB, max 100, margin*"])
     doc = json.loads((pytester.path / "out.json").read_text())
     models = {}
     for t in doc["tests"].values():
