@@ -162,3 +162,49 @@ def test_what_cannot_run_here_is_one_clear_line(pytester, run_quantperf):
         "*quant='checkpoint' but * has no quantization_config in its config.json: it is not a pre-quantized*",
     ])
     assert "Traceback" not in r.stdout.str()
+
+
+def _compressed_tensors_checkpoint(path) -> None:
+    """A W8A16 (int8 per output channel) compressed-tensors checkpoint of the default model, made
+    with compressed-tensors alone: llm-compressor's round-to-nearest path, without its calibration."""
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
+                                                 QuantizationStatus, apply_quantization_config)
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    from pytest_quantperf import models
+
+    lm = models.load(models.make_spec("default", "fp32"))
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(num_bits=8, type="int", symmetric=True,
+                                                                             strategy="channel"))
+    apply_quantization_config(lm.model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"],
+                                                           quantization_status=QuantizationStatus.INITIALIZED))
+    for mod in lm.model.modules():
+        if getattr(mod, "quantization_scheme", None) is not None:
+            w = mod.weight.data
+            scale, zp = calculate_qparams(w.amin(1, keepdim=True).clamp(max=0), w.amax(1, keepdim=True).clamp(min=0),
+                                          mod.quantization_scheme.weights)
+            mod.weight_scale.data.copy_(scale.reshape(mod.weight_scale.shape))
+            mod.weight_zero_point.data.copy_(zp.reshape(mod.weight_zero_point.shape))
+            mod.quantization_status = QuantizationStatus.FROZEN
+    compressor = ModelCompressor.from_pretrained_model(lm.model)
+    compressor.compress_model(lm.model)
+    lm.model.save_pretrained(path, safe_serialization=True)
+    lm.tokenizer.save_pretrained(path)
+    compressor.update_config(str(path))
+
+
+def test_compressed_tensors_checkpoint_says_it_is_expanded_on_the_cpu(tmp_path):
+    pytest.importorskip("compressed_tensors")
+    from pytest_quantperf import models
+
+    _compressed_tensors_checkpoint(tmp_path / "ct")
+    lm = models.load(models.make_spec(str(tmp_path / "ct"), "checkpoint"))
+    s = lm.quant_summary
+    assert (s.method, s.quantized_layers, s.expanded_layers) == ("compressed-tensors", 210, 210)
+    assert "expanded to full size on cpu" in s.note
+    assert lm.disk_bytes < 0.45 * 513 * 2**20  # int8 on disk ...
+    assert lm.footprint_bytes > 2 * lm.disk_bytes  # ... dense in memory: the report shows no saving
+    text = lm.tokenizer.decode(lm.model.generate(**lm.tokenizer("Who invented the light bulb?", return_tensors="pt"),
+                                                 max_new_tokens=4, do_sample=False)[0])
+    assert text.startswith("Who invented the light bulb?") and len(text) > len("Who invented the light bulb?")

@@ -160,11 +160,9 @@ def inspect_quantization(model, spec: ModelSpec, footprint_bytes: int, *, method
             expanded = plain
     note = None
     if expanded:
-        note = (f"{expanded} {want} layer(s) hold their weights expanded to full size on {spec.device}: the "
-                "footprint is the dense size, not the checkpoint's quantized size")
-    elif want == "compressed-tensors" and nq and not spec.device.startswith("cuda"):
-        note = (f"compressed-tensors on {spec.device}: weights are stored compressed but expanded to full "
-                "size for each matrix multiply (no CPU kernel); the footprint is the stored size")
+        note = (f"{expanded} {want} layer(s) hold their weights expanded to full size on {spec.device} (no "
+                "kernel for the quantized format there): the footprint is the dense size, not the "
+                "checkpoint's quantized size")
     predicted = None
     with contextlib.suppress(Exception):
         from .. import fit

@@ -219,6 +219,8 @@ def _load(spec: ModelSpec, *, default_model: str | None, verify: bool,
                         raise
                     raise clear from e
                 model.eval()
+                if want_method == "compressed-tensors" and not spec.device.startswith("cuda"):
+                    methods.expand_now(model)
                 disk = _dir_bytes(source) if os.path.exists(source) else 0
                 if spec.model.endswith(".gguf"):
                     disk = _dir_bytes(spec.model)

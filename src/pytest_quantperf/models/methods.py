@@ -207,6 +207,19 @@ def explain_load_error(spec: ModelSpec, e: BaseException) -> ModelError | None:
     return None
 
 
+def expand_now(model: Any) -> None:
+    """Run the one forward after which a compressed-tensors model holds its weights expanded.
+
+    Without a kernel for the device, transformers decompresses every layer to full size on the
+    first forward pass and keeps it so: a footprint taken before would show a saving that is
+    not there while anything is measured, and the first timed call would pay the decompression.
+    """
+    import torch
+
+    with torch.no_grad():
+        model(input_ids=torch.ones((1, 1), dtype=torch.long, device=model.device))
+
+
 # --------------------------------------------------------------------------- recognition
 
 def _cls(module: str, name: str) -> Any:
