@@ -380,7 +380,7 @@ class FitPrediction:
         d = asdict(self)
         d.update(weight_mb=round(self.weight_mb, 2), peak_mb=round(self.peak_mb, 2),
                  required_mb=round(self.required_mb, 2),
-                 bits_per_weight=None if self.bits_per_weight != self.bits_per_weight else round(self.bits_per_weight, 3))
+                 bits_per_weight=None if math.isnan(self.bits_per_weight) else round(self.bits_per_weight, 3))
         return d
 
 

@@ -73,7 +73,8 @@ def measured_weight_bytes(model: Any) -> int:
 
     Parameters, buffers, QuantState absmax/code/nested tensors and LLM.int8 scales are summed
     as memory ranges, merged per device, so tied weights, views and tensors shared between
-    layers count once. Tensor subclasses (torchao, quanto) count the inner tensors they hold. ``model.get_memory_footprint()`` counts parameters and buffers only and
+    layers count once. Tensor subclasses (torchao, quanto) count the inner tensors they hold.
+    ``model.get_memory_footprint()`` counts parameters and buffers only and
     so misses the quantization constants (and with them the double-quant saving). Meta tensors
     count nothing.
     """

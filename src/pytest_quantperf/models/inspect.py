@@ -1,6 +1,7 @@
 """What a loaded model really holds: its quantized layers (bitsandbytes, torchao, quanto, GPTQ,
-HQQ, FP8, compressed-tensors), their settings, the quantized share, the bytes per device. ``verify_quantization`` turns that into the refusal of a model
-that is not what was asked, the silent unquantized load users fear.
+HQQ, FP8, compressed-tensors), their settings, the quantized share, the bytes per device.
+``verify_quantization`` turns that into the refusal of a model that is not what was asked, the
+silent unquantized load users fear.
 """
 from __future__ import annotations
 

@@ -198,7 +198,7 @@ def explain_load_error(spec: ModelSpec, e: BaseException) -> ModelError | None:
         return ModelError(f"quant={spec.quant!r}: transformers cannot apply HQQ on the fly in this version "
                           f"({msg}); the fix is {HQQ_UPSTREAM}, open: load an HQQ checkpoint with "
                           "quant='checkpoint' or use another 4-bit method")
-    if isinstance(e, ImportError) or "pip install" in msg or "requires" in msg.lower() and "install" in msg.lower():
+    if isinstance(e, ImportError) or "pip install" in msg or ("requires" in msg.lower() and "install" in msg.lower()):
         return ModelError(f"{spec.label}: a package the quantization needs is missing or too old: {msg}")
     if isinstance(e, (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError)) \
             and spec.quant not in ("fp32", "fp16", "bf16", "int8", "nf4", "fp4"):
@@ -272,7 +272,7 @@ def classify(module: Any, rec: Recognisers) -> tuple[str, str] | None:
     if rec.fp8_linear is not None and isinstance(module, rec.fp8_linear):
         return "fp8", type(module).__name__
     scheme = getattr(module, "quantization_scheme", None)
-    if scheme is not None and hasattr(module, "weight") or hasattr(module, "weight_packed"):
+    if scheme is not None and (hasattr(module, "weight") or hasattr(module, "weight_packed")):
         return "compressed-tensors", f"{type(module).__name__}/{_ct_scheme(scheme)}"
     return None
 
