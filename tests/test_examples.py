@@ -45,13 +45,23 @@ def test_fp16_vs_4bit(pytester):
 def test_quant_matrix_writes_its_table(pytester):
     # five of the eight rows keep this under a few minutes on 2 cores; the README shows all eight
     skip = [f"--deselect=test_quant_matrix.py::test_config[{row}]" for row in ("fp16", "nf4@fp32", "fp4@fp32")]
-    r = run_suite(pytester, "quant_matrix", "--matrix-csv=matrix.csv", *skip)
+    r = run_suite(pytester, "quant_matrix", "--matrix-csv=matrix.csv", "--ignore=test_methods.py", *skip)
     r.assert_outcomes(passed=6)
     r.stdout.fnmatch_lines(["*= quant matrix =*", "| config | accuracy | perplexity | footprint_mb*"])
     rows = {row["config"]: row for row in csv.DictReader((pytester.path / "matrix.csv").open())}
     assert list(rows) == ["fp32", "bf16", "int8", "nf4@fp16", "fp4@fp16"]
     assert float(rows["nf4@fp16"]["footprint_mb"]) < float(rows["int8"]["footprint_mb"]) < float(rows["fp32"]["footprint_mb"])
     assert all(0 <= float(r["accuracy"]) <= 1 and float(r["perplexity"]) > 1 for r in rows.values())
+
+
+def test_quant_methods_side_by_side(pytester):
+    # the reference, one 4-bit method that runs on the CPU and one that needs CUDA: the README shows all
+    r = run_suite(pytester, "quant_matrix", "test_methods.py", "-s", "-rs",
+                  "-k", "reference or quanto-int4 or torchao-int4 or table")
+    r.assert_outcomes(passed=3, skipped=1)
+    r.stdout.fnmatch_lines(["| model | footprint_mb | load_s | tokens_per_s | tpot_ms | kl_div | top1_agreement *",
+                            "| default/fp32 | 513.1 | *", "| default/quanto-int4 | 108.6 | *",
+                            "*SKIPPED*quant='torchao-int4' needs a CUDA GPU, not cpu*"])
 
 
 def test_fits_6gb(pytester):

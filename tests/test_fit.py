@@ -77,6 +77,36 @@ def test_mistral_7b_weights():
     assert 0 < nf4dq.activation_bytes < 1 * GIB
 
 
+@pytest.mark.parametrize("quant, bits", [
+    ("torchao-int8", 8.006),      # int8 + per-row fp16 scale and int8 zero point
+    ("torchao-int8-dyn", 8.006),
+    ("quanto-int8", 8.004),       # int8 + per-row fp16 scale
+    ("quanto-int4", 4.25),        # packed int4 + fp16 scale and shift per group of 128
+    ("torchao-int4", 4.25),       # packed int4 + bf16 scale and zero point per group of 128
+    ("gptq-int4", 4.162),         # + fp16 scales, int4 zeros per group of 128, int32 g_idx per input
+    ("hqq-4bit", 4.5),            # + fp16 scale and zero per group of 64
+    ("fp8", 8.002),               # + fp32 scale per 128 x 128 block
+    ("nf4", 4.5),
+])
+def test_bits_per_weight_by_method(quant, bits):
+    p = fit.predict(PRESETS["mistral-7b"], quant)
+    assert p.params_quantized == 7_241_732_096 - 2 * 32000 * 4096 - (2 * 32 + 1) * 4096
+    assert p.bits_per_weight == pytest.approx(bits, abs=0.002)
+    assert p.weight_bytes == p.unquantized_bytes + round(p.bits_per_weight * p.params_quantized / 8)
+
+
+def test_checkpoint_prediction_reads_its_quantization_config(tmp_path):
+    cfg = dict(PRESETS["mistral-7b"])
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    p = fit.predict(str(tmp_path), "checkpoint")
+    assert p.weight_bytes == fit.predict(PRESETS["mistral-7b"], "gptq-int4").weight_bytes
+    cfg["quantization_config"] = {"quant_method": "compressed-tensors"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(fit.FitError, match="compressed-tensors checkpoint's size cannot be predicted"):
+        fit.predict(str(tmp_path), "checkpoint")
+
+
 def test_synthetic_preset_names_when_available():
     if importlib.util.find_spec("pytest_quantperf.models") is None:
         pytest.skip("the model module is not there yet")

@@ -15,6 +15,20 @@ What the weights occupy, per quantization (bitsandbytes, as transformers applies
   256 of them, a 256-entry fp32 code and an offset per layer: ≈0.127 bit/param, a saving of
   ≈0.373 bit/param.
 * ``int8`` (LLM.int8): one byte per parameter plus one fp32 scale per output row (``SCB``).
+* ``torchao-int8`` / ``torchao-int8-dyn`` (``Int8Tensor``): one int8 per parameter, one scale
+  per output row in the parameter dtype and one int8 zero point per row.
+* ``quanto-int8``: one int8 per parameter and one scale per output row in the parameter dtype,
+  plus two fp32 scalars (input/output scale) per layer.
+* ``quanto-int4``: two parameters per byte, a scale and a shift in the parameter dtype per group
+  along the input features (group 128, stepped down by 32 until it divides the input width, as
+  quanto does), two fp32 scalars per layer; bf16 on the CPU by default (its TinyGemm kernel).
+* ``torchao-int4`` (CUDA): two parameters per byte, bf16 scale and zero point per group of 128.
+* ``gptq-int4``: packed int4 (``qweight``), per group of 128: fp16 scales and packed int4 zero
+  points (``qzeros``), and an int32 ``g_idx`` per input feature.
+* ``hqq-4bit``: packed int4, per group of 64 a scale and a zero point in the compute dtype.
+* ``fp8`` (CUDA): one byte per parameter and one fp32 scale per 128×128 block.
+* ``checkpoint``: a GPTQ/AWQ checkpoint's own bits and group size (from its
+  ``quantization_config``); other checkpoints cannot be predicted from the config alone.
 * Everything else (embeddings, norms, biases, an untied ``lm_head``) stays in the dtype the
   project's loader gives unquantized weights: the quant's own dtype for fp32/fp16/bf16, else the
   compute dtype, which defaults to fp16 on CUDA and to float32 on the CPU (where transformers
@@ -41,7 +55,17 @@ from .weights import measured_weight_bytes  # noqa: F401 (prediction's yardstick
 MIB = 1 << 20
 GIB = 1 << 30
 
-QUANTS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4")
+QUANTS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "torchao-int8", "torchao-int8-dyn", "torchao-int4",
+          "quanto-int8", "quanto-int4", "gptq-int4", "hqq-4bit", "fp8", "checkpoint")
+FLOAT_QUANTS = ("fp32", "fp16", "bf16")
+# where a prediction must match the measured footprint within 5 %, checked after every load
+EXACT_QUANTS = ("fp32", "fp16", "bf16", "int8", "nf4", "fp4", "torchao-int8", "torchao-int8-dyn",
+                "quanto-int8", "quanto-int4")
+GROUP_QUANTO_INT4 = 128
+GROUP_TORCHAO_INT4 = 128
+GROUP_GPTQ = 128
+GROUP_HQQ = 64
+FP8_BLOCK = 128
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 _DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "float": "float32",
                   "fp16": "float16", "float16": "float16", "half": "float16",
@@ -60,6 +84,20 @@ CUDA_CONTEXT_BYTES = 768 * MIB
 
 class FitError(ValueError):
     """A prediction was asked of something that cannot be predicted; the message says what to do."""
+
+
+def predictable(quant: str) -> bool:
+    """Whether ``predict`` of this quant is exact enough to check a load's footprint against it."""
+    return quant in EXACT_QUANTS
+
+
+def quanto_group(in_features: int, group: int = GROUP_QUANTO_INT4) -> int | None:
+    """quanto's int4 group size for a layer: 128, stepped down by 32 until it divides the width."""
+    if in_features <= group:
+        return None
+    while in_features % group != 0 and group > 32:
+        group -= 32
+    return group if in_features % group == 0 else None
 
 
 # --------------------------------------------------------------------------- configs
@@ -327,6 +365,13 @@ class FitPrediction:
     def bits_per_param(self) -> float:
         return 8.0 * self.weight_bytes / self.params_total if self.params_total else float("nan")
 
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits each quantized weight costs, its scales, zero points and codes included (by group size)."""
+        if not self.params_quantized:
+            return float("nan")
+        return 8.0 * (self.weight_bytes - self.unquantized_bytes) / self.params_quantized
+
     def fits(self, gpu_mb: float) -> bool:
         """Whether a device with ``gpu_mb`` MiB holds the predicted peak and the CUDA context."""
         return self.required_mb <= float(gpu_mb)
@@ -334,16 +379,46 @@ class FitPrediction:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(weight_mb=round(self.weight_mb, 2), peak_mb=round(self.peak_mb, 2),
-                 required_mb=round(self.required_mb, 2))
+                 required_mb=round(self.required_mb, 2),
+                 bits_per_weight=None if math.isnan(self.bits_per_weight) else round(self.bits_per_weight, 3))
         return d
 
 
-def _weight_bytes(counts: ParamCounts, quant: str, param_bytes: int, double_quant: bool) -> tuple[int, int, int]:
+def _weight_bytes(counts: ParamCounts, quant: str, param_bytes: int, double_quant: bool,
+                  bits: int = 4, group: int | None = None) -> tuple[int, int, int]:
     """(weight bytes, quant-state bytes, unquantized bytes) of counted parameters."""
     unquant = counts.other_params * param_bytes + counts.fp32_params * 4 + counts.buffer_bytes
     if quant in ("fp32", "fp16", "bf16"):
         return counts.linear_params * param_bytes + unquant, 0, unquant
     packed = state = 0
+    for n, out in counts.linears:
+        inp = n // out if out else 0
+        if quant in ("torchao-int8", "torchao-int8-dyn"):
+            packed += n
+            state += out * (param_bytes + 1)  # scale in the parameter dtype, int8 zero point
+        elif quant == "quanto-int8":
+            packed += n
+            state += out * param_bytes + 8
+        elif quant == "quanto-int4":
+            g = quanto_group(inp)
+            packed += (n + 1) // 2
+            state += (n // g if g else out) * 2 * param_bytes + 8
+        elif quant == "torchao-int4":
+            packed += (n + 1) // 2
+            state += math.ceil(n / GROUP_TORCHAO_INT4) * 2 * 2
+        elif quant == "gptq-int4":
+            g = group or GROUP_GPTQ
+            groups = math.ceil(inp / g) if g > 0 else 1
+            packed += math.ceil(n * bits / 8)
+            state += groups * out * 2 + math.ceil(groups * out * bits / 8) + inp * 4
+        elif quant == "hqq-4bit":
+            packed += (n + 1) // 2
+            state += math.ceil(n / GROUP_HQQ) * 2 * param_bytes
+        elif quant == "fp8":
+            packed += n
+            state += math.ceil(out / FP8_BLOCK) * math.ceil(inp / FP8_BLOCK) * 4
+    if packed:
+        return packed + state + unquant, state, unquant
     if quant in ("nf4", "fp4"):
         for n, _out in counts.linears:
             packed += (n + 1) // 2
@@ -420,7 +495,25 @@ def default_param_dtype(quant: str, compute_dtype: str | None, device: str) -> s
         return normalize_dtype(quant)
     if compute_dtype:
         return normalize_dtype(compute_dtype)
-    return "float16" if str(device).startswith("cuda") else "float32"
+    from .models.spec import method_compute_dtype
+
+    return method_compute_dtype(quant, str(device))
+
+
+def _checkpoint_quant(source: Any) -> tuple[str, int, int | None]:
+    """(quant, bits, group size) of a GPTQ/AWQ checkpoint, from its config's ``quantization_config``."""
+    q = None
+    if isinstance(source, (str, os.PathLike)) and (Path(source) / "config.json").is_file():
+        with open(Path(source) / "config.json", encoding="utf-8") as f:
+            q = json.load(f).get("quantization_config")
+    if not isinstance(q, dict):
+        raise FitError(f"quant 'checkpoint': {source} is not a local checkpoint directory whose config.json "
+                       "has a quantization_config")
+    method = str(q.get("quant_method", "?")).lower()
+    if method in ("gptq", "awq") and q.get("bits"):
+        return "gptq-int4", int(q["bits"]), int(q.get("group_size") or GROUP_GPTQ)
+    raise FitError(f"quant 'checkpoint': the {method} checkpoint's size cannot be predicted from its config "
+                   "(only GPTQ/AWQ bits and group size are); load it and read footprint_mb")
 
 
 def predict(config_or_model_id: Any, quant: str, *, context_len: int = 2048, batch: int = 1,
@@ -439,20 +532,23 @@ def predict(config_or_model_id: Any, quant: str, *, context_len: int = 2048, bat
     for name, v in (("context_len", context_len), ("batch", batch)):
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "context_len" else 1):
             raise FitError(f"{name} must be a {'non-negative' if name == 'context_len' else 'positive'} integer, got {v!r}")
+    bits, group = 4, None
+    if q == "checkpoint":
+        q, bits, group = _checkpoint_quant(config_or_model_id)
     cfg, label = load_config(config_or_model_id)
     counts = count_params(cfg)
     pdt = default_param_dtype(q, compute_dtype, device)
     pbytes = DTYPE_BYTES[pdt]
-    weight, state, unquant = _weight_bytes(counts, q, pbytes, bool(double_quant))
+    weight, state, unquant = _weight_bytes(counts, q, pbytes, bool(double_quant), bits, group)
     kv = _kv_bytes(cfg, context_len, batch, pbytes)
     act = activation_estimate(cfg, counts, q, context_len=context_len, batch=batch, act_bytes=pbytes)
     cdt = None
-    if q in ("nf4", "fp4", "int8"):
+    if q not in FLOAT_QUANTS:
         cdt = normalize_dtype(compute_dtype) if compute_dtype else pdt
     return FitPrediction(
         model=str(label), quant=q, device=str(device), context_len=context_len, batch=batch,
         param_dtype=pdt, compute_dtype=cdt, double_quant=bool(double_quant) and q in ("nf4", "fp4"),
-        params_total=counts.total, params_quantized=counts.linear_params if q in ("nf4", "fp4", "int8") else 0,
+        params_total=counts.total, params_quantized=counts.linear_params if q not in FLOAT_QUANTS else 0,
         weight_bytes=int(weight), quant_state_bytes=int(state), unquantized_bytes=int(unquant),
         kv_cache_bytes=kv, activation_bytes=act, peak_bytes=int(weight + kv + act),
         overhead_bytes=CUDA_CONTEXT_BYTES if str(device).startswith("cuda") else 0,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Sequence
 
+from ..weights import no_grad_mode
+
 # Most positions whose logits one forward pass may hold (positions x vocab floats): bounds the
 # memory of batched windows (4096 x 49152 float32 = 768 MiB).
 _TOKEN_BUDGET = 4096
@@ -53,12 +55,10 @@ def _encode(tokenizer, text: str, **kw: Any) -> list[int]:
 def _evaluating(model) -> Iterator[None]:
     """Eval mode and no autograd for a measurement, the model's training flag restored after:
     dropout on would make every figure noise, and a caller's training model stays one."""
-    import torch
-
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with torch.inference_mode():
+        with no_grad_mode(model):
             yield
     finally:
         if was_training:

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..weights import no_grad_mode
 from ._forward import _batches, _check_positive, _encode, _evaluating, _forward_logits, _pad_id
 from .datasets import default_text
 
@@ -118,7 +119,7 @@ class ReferenceForward:
         top1: list[Any] = [None] * n
         vocab = 0
         reference.eval()
-        with torch.inference_mode():
+        with no_grad_mode(reference):
             for batch in _batches([len(w) for w in windows], batch_size):
                 logits = _forward_logits(reference, [windows[i] for i in batch], pad)
                 for row, i in enumerate(batch):

@@ -13,6 +13,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from ..errors import MeasurementError
+from ..weights import no_grad_mode
 
 #: generate arguments quantperf sets itself: the length and the streamer that times the first token,
 #: and the prompt (given as ``prompt`` or ``messages``); anything that can end a run early
@@ -123,7 +124,7 @@ class TransformersBackend:
             for k in ("temperature", "top_p", "top_k"):
                 kw.pop(k)
         kw.update(self.generate_kwargs)
-        with torch.inference_mode():
+        with no_grad_mode(self.lm.model):
             self.sync()
             t0 = time.perf_counter()
             try:

@@ -26,6 +26,8 @@ def format_prediction(pred: FitPrediction, gpu_mb: float | None = None) -> str:
         ("parameters", f"{pred.params_total:,} ({pred.params_quantized:,} quantized)"),
         ("weights", f"{_fmt_bytes(pred.weight_bytes)} ({pred.bits_per_param:.2f} bits/param)"),
         ("  quantization state", _fmt_bytes(pred.quant_state_bytes)),
+        ("  per quantized weight", f"{pred.bits_per_weight:.3f} bits (scales, zero points and codes included)"
+         if pred.params_quantized else "-"),
         ("  unquantized", _fmt_bytes(pred.unquantized_bytes)),
         (f"KV cache ({pred.batch} x {pred.context_len} tokens)", _fmt_bytes(pred.kv_cache_bytes)),
         ("activations (estimate)", _fmt_bytes(pred.activation_bytes)),

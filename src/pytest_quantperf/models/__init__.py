@@ -17,6 +17,7 @@ from .cache import ModelCache  # noqa: F401
 from .inspect import (QuantSummary, inspect_quantization, per_device_bytes,  # noqa: F401
                       verify_quantization)
 from .loading import LoadedModel, bnb_config, load, resolve_source  # noqa: F401
+from .methods import unavailable_reason  # noqa: F401
 from .spec import (DTYPES, QUANTS, ModelSpec, default_compute_dtype, make_spec,  # noqa: F401
                    normalize_dtype, resolve_device, short_dtype, torch_dtype, weight_dtype)
 from .synthetic import ByteTokenizer, quantize_in_memory  # noqa: F401

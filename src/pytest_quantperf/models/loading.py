@@ -1,6 +1,7 @@
-"""Loading a spec into a :class:`LoadedModel`: where the weights come from, the
-BitsAndBytesConfig, the real footprint and the check that the quantization applied. The one
-entry point the fixtures, the CLI and the benchmarks share.
+"""Loading a spec into a :class:`LoadedModel`: where the weights come from, the quantization
+config (BitsAndBytesConfig, or another method's, see ``methods``), the real footprint and the
+check that the quantization applied. The one entry point the fixtures, the CLI and the
+benchmarks share.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterator
 from ..errors import ModelError
 from ..sources import DEFAULT_MODEL, default_gguf_path, gguf_to_safetensors
 from ..weights import measured_weight_bytes
+from . import methods
 from .inspect import QuantSummary, inspect_quantization, per_device_bytes, verify_quantization
 from .spec import ModelSpec, _thaw, default_compute_dtype, torch_dtype, weight_dtype
 from .synthetic import build
@@ -169,8 +171,13 @@ def _load(spec: ModelSpec, *, default_model: str | None, verify: bool,
 
     if spec.quant in ("int8", "nf4", "fp4") and importlib.util.find_spec("bitsandbytes") is None:
         raise ModelError(f"{spec.quant} needs bitsandbytes: pip install bitsandbytes")
+    methods.check_available(spec)
     t0 = time.perf_counter()
     source, extra = resolve_source(spec, default_model, progress)
+    if spec.quant == "checkpoint" and not os.path.isdir(source):
+        raise ModelError(f"quant='checkpoint' needs a local checkpoint directory; {spec.model!r} is not one "
+                         "(download it first, then pass its path)")
+    want_method = methods.expected_method(spec, source)
     kwargs = {k: _thaw(v) for k, v in spec.load_kwargs}
     multi = "device_map" in kwargs
     try:
@@ -183,24 +190,37 @@ def _load(spec: ModelSpec, *, default_model: str | None, verify: bool,
 
                 if progress:
                     progress(f"loading {spec.label} from {source} on {spec.device}")
-                q = bnb_config(spec)
                 dt = torch_dtype(weight_dtype(spec))
                 load_kw: dict[str, Any] = dict(dtype=dt, use_safetensors=True,
                                                trust_remote_code=spec.trust_remote_code)
-                if q is not None:
-                    load_kw["quantization_config"] = q
-                if not multi:
-                    load_kw["device_map"] = {"": spec.device}
+                if not multi and not (spec.quant == "hqq-4bit" and spec.device == "cpu"):
+                    load_kw["device_map"] = {"": spec.device}  # (transformers' HQQ refuses a CPU device_map)
                 load_kw.update(extra)
                 load_kw.update(kwargs)
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+                    if spec.quant in ("int8", "nf4", "fp4"):
+                        q = bnb_config(spec)
+                    else:
+                        q = methods.quantization_config(
+                            spec, tokenizer, methods.calibration_texts(spec) if spec.quant == "gptq-int4" else None)
+                    if q is not None:
+                        load_kw["quantization_config"] = q
                     model = AutoModelForCausalLM.from_pretrained(source, **load_kw)
                 except OSError as e:
                     raise ModelError(
                         f"could not load {source!r}: {e}. For a hub id, download it first (huggingface-cli "
                         "download) or point --quantperf-model at a local directory; HF_HUB_OFFLINE is honoured") from e
+                except (ImportError, ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError) as e:
+                    if isinstance(e, torch.cuda.OutOfMemoryError):
+                        raise
+                    clear = methods.explain_load_error(spec, e)
+                    if clear is None:
+                        raise
+                    raise clear from e
                 model.eval()
+                if want_method == "compressed-tensors" and not spec.device.startswith("cuda"):
+                    methods.expand_now(model)
                 disk = _dir_bytes(source) if os.path.exists(source) else 0
                 if spec.model.endswith(".gguf"):
                     disk = _dir_bytes(spec.model)
@@ -213,7 +233,7 @@ def _load(spec: ModelSpec, *, default_model: str | None, verify: bool,
         footprint = sum(per_device_bytes(model).values())  # offloaded weights live in hooks, not the model
     else:
         footprint = measured_weight_bytes(model)
-    summary = inspect_quantization(model, spec, footprint)
+    summary = inspect_quantization(model, spec, footprint, method=want_method)
     if verify:
         verify_quantization(summary, spec)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=spec.device, load_s=load_s,

@@ -150,6 +150,8 @@ def quant_proof(models: Mapping[str, Any]) -> list[dict[str, Any]]:
             "plain_linear": q.get("plain_linear"), "quant_types": q.get("quant_types") or [],
             "compute_dtypes": q.get("compute_dtypes") or [], "double_quant": q.get("double_quant") or [],
             "quantized_share": q.get("quantized_share"),
+            "method": q.get("method"), "quantized_layers": q.get("quantized_layers"),
+            "layer_kinds": q.get("layer_kinds") or [], "note": q.get("note"),
             "predicted_mb": pred / 2**20 if _finite(pred) else None,
             "footprint_vs_predicted": dev,
         })
@@ -159,7 +161,12 @@ def quant_proof(models: Mapping[str, Any]) -> list[dict[str, Any]]:
 def proof_text(p: Mapping[str, Any]) -> str:
     """``default/nf4: 210 4-bit + 0 8-bit linear (1 plain), nf4, 93.1% of params quantized, ...``."""
     bits = [f"{p['label']}" + (" (reference)" if p.get("reference") else "") + ":"]
-    if p.get("linear4bit") is not None:
+    if p.get("method") not in (None, "none", "bitsandbytes"):
+        bits.append(f"{p.get('quantized_layers') or 0} {p['method']} quantized layers "
+                    f"({p.get('plain_linear') or 0} plain)")
+        if p.get("layer_kinds"):
+            bits.append("holding " + "/".join(map(str, p["layer_kinds"])))
+    elif p.get("linear4bit") is not None:
         bits.append(f"{p['linear4bit']} 4-bit + {p.get('linear8bit') or 0} 8-bit linear layers "
                     f"({p.get('plain_linear') or 0} plain)")
         if p.get("quant_types"):
@@ -175,6 +182,8 @@ def proof_text(p: Mapping[str, Any]) -> str:
         if _finite(p.get("predicted_mb")):
             s += f" vs predicted {fmt_num(p['predicted_mb'])} MiB ({fmt_pct(p.get('footprint_vs_predicted'))})"
         bits.append(s)
+    if p.get("note"):
+        bits.append(str(p["note"]))
     return " ".join(bits[:2]) + (", " + ", ".join(bits[2:]) if len(bits) > 2 else "")
 
 
