@@ -22,7 +22,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("save", "store this run as baseline NAME (merged, atomic) and append it to the history", metavar="NAME"),
     Opt("storage", "where baselines and history live: a path or an fsspec URL (s3://, gs://, file://, "
         "memory://); default .quantperf under the rootdir", metavar="PATH_OR_URL", cli=True),
-    Opt("tolerance", "regression tolerances, e.g. tokens_per_s=5%%,vram_mb=2%%,accuracy=0.01 (relative with %%, "
+    Opt("tolerance", "regression tolerances, e.g. tokens_per_s=5%,vram_mb=2%,accuracy=0.01 (relative with %, "
         "absolute otherwise); defaults per metric", metavar="SPEC", cli=True),
     Opt("warn-only", "report regressions and budget breaches without failing", action="store_true", default=False),
     Opt("gate-cross-hardware", "let speed and energy gate against a baseline taken on other hardware "
@@ -35,7 +35,7 @@ OPTIONS: tuple[Opt, ...] = (
         "--quantperf-target-ci, within bounds)", default="auto", metavar="N|auto"),
     Opt("warmup", "warm-up runs per measurement: N, or auto (until two timings agree, at most 3)",
         default="auto", metavar="N|auto"),
-    Opt("target-ci", "adaptive sampling stops when the median's relative 95%% CI half-width is below this",
+    Opt("target-ci", "adaptive sampling stops when the median's relative 95% CI half-width is below this",
         default="0.02", metavar="FRACTION"),
     Opt("max-time", "adaptive sampling stops after this many seconds of measured runs per measurement",
         default="10", metavar="SECONDS"),
@@ -66,7 +66,8 @@ def dest(opt: Opt) -> str:
 
 def add_pytest_options(group_addoption: Callable[..., Any], addini: Callable[..., Any]) -> None:
     for o in OPTIONS:
-        kw: dict[str, Any] = {"action": o.action, "dest": dest(o), "help": o.help}
+        # argparse %-formats option help; ini help is printed as written
+        kw: dict[str, Any] = {"action": o.action, "dest": dest(o), "help": o.help.replace("%", "%%")}
         if o.action not in ("store_true",):
             kw["metavar"] = o.metavar
         kw["default"] = None  # resolved against the ini key afterwards
@@ -79,11 +80,23 @@ def add_pytest_options(group_addoption: Callable[..., Any], addini: Callable[...
 def add_cli_options(parser: Any) -> None:
     for o in OPTIONS:
         if o.cli:
-            kw: dict[str, Any] = {"action": o.action, "dest": o.name.replace("-", "_"), "help": o.help,
-                                  "default": o.default}
+            kw: dict[str, Any] = {"action": o.action, "dest": o.name.replace("-", "_"),
+                                  "help": o.help.replace("%", "%%"), "default": o.default}
             if o.action != "store_true":
                 kw["metavar"] = o.metavar
             parser.add_argument(f"--{o.name}", **kw)
+
+
+def markdown_table() -> str:
+    """Every option with its ini key and default, as README shows it (a test keeps the two equal)."""
+    rows = ["| option | ini key | default | what it does |", "| --- | --- | --- | --- |"]
+    for o in OPTIONS:
+        arg = flag(o) + (f"={o.metavar}" if o.action != "store_true" and o.metavar else "")
+        default = "off" if o.action == "store_true" else ("" if o.default is None else str(o.default))
+        ini = f"`{dest(o)}`" if o.ini else ""
+        cells = (f"`{arg}`", ini, f"`{default}`" if default else "", o.help)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
 
 
 def resolve(getoption: Callable[[str], Any], getini: Callable[[str], Any]) -> dict[str, Any]:
