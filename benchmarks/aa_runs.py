@@ -123,7 +123,7 @@ def main() -> int:
     ap.add_argument("--kinds", default="aa,busy,slow")
     ap.add_argument("--slowdown", type=float, default=0.3)
     # share of the weights' bytes read once more per pass: on an H200 (synthetic:qwen2.5-1.5b fp16,
-    # docs/gpu-results.md) 0.05 added +1.85% of kernel time, 0.135 +3.9-4.1%, 0.175 +4.5%
+    # benchmarks/RESULTS-gpu.md) 0.05 added +1.85% of kernel time, 0.135 +3.9-4.1%, 0.175 +4.5%
     ap.add_argument("--gpu-slowdown", type=float, default=0.175)
     ap.add_argument("--store", default=None, help="storage folder (kept; default: a fresh temporary one)")
     ap.add_argument("--max-time", type=float, default=None, help="--quantperf-max-time of every run")

@@ -3,7 +3,7 @@ without the second look, on per-round noise of a given size.
 
 Seven rounds decide only when every round moved one way (p = 1/128).  On the H200 runner the
 per-round latency change of an unchanged head spread from -21% to +64% (log-ratio sd 0.26; one
-trial, docs/gpu-results.md), so one round in seven going the other way is the rule, and a +36%
+trial, benchmarks/RESULTS-gpu.md), so one round in seven going the other way is the rule, and a +36%
 slowdown was left inconclusive.  Each trial draws per-round log-ratios ``d_i ~ N(shift, sd)`` (the
 load both runs of a round share cancels in the ratio, so only the rest is drawn), makes each
 run's samples from them, and judges them with the plugin's own :func:`judge_rounds` and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks recorded in docs/gpu-results.md, as run on an H100 through a bare machine with
+# The GPU checks recorded in benchmarks/RESULTS-gpu.md, as run on an H100 through a bare machine with
 # torch/transformers/accelerate preinstalled and bitsandbytes + gguf carried as wheels in .whl/.
 # Usage: bash benchmarks/gpu_session.sh PART OUTDIR   (PART = 1-3; 4: kernel-time cost + time to verdict; 5: the same from a checkpoint + GPU tests;
 #   6: time to verdict, synthetic and from a checkpoint, then the windowed kernel time's cost (ANCHOR_JSON=the anchor's ob_summary.json);

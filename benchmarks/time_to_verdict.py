@@ -181,7 +181,7 @@ def phase_table(r: dict) -> dict:
     # each profiled run's excess over one timed run of the same config: an upper bound on kernel
     # time's own cost, since the profiled run is also the config's first full-length generate, which
     # a plan without it still pays (H200, fp16 7B: the first full-length run of a process took 10.13 s
-    # plain and 9.65 s profiled, later ones 3-5 s; docs/gpu-results.md)
+    # plain and 9.65 s profiled, later ones 3-5 s; benchmarks/RESULTS-gpu.md)
     ph["profiled excess"] = sum(t["profiled_seconds"] - t["timed_seconds"] / max(t["runs"], 1)
                                 for t in tests if t.get("profiled_runs"))
     ph["_source"] = "run JSON" if have_json else "suite notes"
