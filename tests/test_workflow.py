@@ -73,3 +73,30 @@ def test_pull_requests_gate_wall_clock_with_quantperf_ab():
     assert most >= rounds_for_alpha(second_look_alpha(first, 0.01)), "--max-rounds too few for a second look"
     checkout = next(s for s in steps if str(s.get("uses", "")).startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0, "quantperf ab needs the base commit in the clone"
+
+
+def test_pull_requests_get_one_comment_with_the_markdown_report_updated_in_place():
+    doc = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    steps = _steps()
+    commenters = [s for s in steps if str(s.get("uses", "")).startswith("actions/github-script")]
+    assert len(commenters) == 1, "the workflow should post one pull-request comment"
+    (comment,) = commenters
+    cond = _condition(comment)
+    assert "github.event_name == 'pull_request'" in cond and "push" not in cond, cond
+    # the comment matters most when the gate failed: it must run after a failed step, not only on success
+    assert "!cancelled()" in cond or "always()" in cond, cond
+    script = comment["with"]["script"]
+    # found again by its hidden marker and edited, never a second comment per push
+    assert "<!-- quantperf -->" in script
+    assert "updateComment" in script and "createComment" in script and "listComments" in script
+    # it reads the Markdown file the pull request's pytest step writes
+    (gate,) = [s for s in steps if "pull_request" in _condition(s)
+               and _args(s)[:3] == ["python", "-m", "pytest"]]
+    (md,) = [a.split("=", 1)[1] for a in _args(gate) if a.startswith("--quantperf-markdown=")]
+    assert comment["env"]["QUANTPERF_MARKDOWN"] == md and "process.env.QUANTPERF_MARKDOWN" in script
+    # and links the uploaded HTML report: the upload step comes first and hands over its URL
+    (upload,) = [k for k, s in enumerate(steps) if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    assert upload < steps.index(comment)
+    assert comment["env"]["QUANTPERF_ARTIFACT_URL"] == "${{ steps.%s.outputs.artifact-url }}" % steps[upload]["id"]
+    assert "actions/runs/${context.runId}" in script
+    assert doc["permissions"]["pull-requests"] == "write"
