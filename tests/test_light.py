@@ -82,3 +82,15 @@ def test_report_header_and_no_unprefixed_marker(pytester: pytest.Pytester) -> No
     assert not [ln for ln in plain.stdout.lines if ln.startswith("quantperf:")]
     markers = pytester.runpytest_subprocess("--markers").stdout.str()
     assert "@pytest.mark.quant_budget" in markers and "@pytest.mark.gpu:" not in markers
+
+
+def test_readme_lists_every_option_as_the_options_table_says():
+    """README's options table is generated from options.OPTIONS: it cannot drift from the plugin."""
+    from pathlib import Path
+
+    from pytest_quantperf.options import OPTIONS, flag, markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- options:start -->\n", 1)[1].split("\n<!-- options:end -->", 1)[0]
+    assert table == markdown_table()
+    assert all(flag(o) in table for o in OPTIONS)

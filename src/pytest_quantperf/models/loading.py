@@ -158,9 +158,28 @@ def _quiet_hf() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _import_quantizers_quietly() -> None:
+    """Import bitsandbytes once with its import-time deprecation noise filtered out.
+
+    bitsandbytes' modules use ``torch.jit.script_method``, which torch 2.13 deprecates: importing
+    it emits 14 DeprecationWarnings that a user's suite would show as its own. The first import is
+    done here, under a filter for exactly that message; later imports are cached and silent.
+    """
+    import warnings
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
+                                category=DeprecationWarning)
+        with contextlib.suppress(Exception):  # a broken install is reported by the load that needs it
+            import bitsandbytes  # noqa: F401
+
+
 def load(spec: ModelSpec, *, default_model: str | None = None, verify: bool = True,
          progress: Callable[[str], None] | None = None) -> LoadedModel:
     """Load (or build) the model a spec describes, measure its real footprint and check it."""
+    _import_quantizers_quietly()
     with _quiet_hf():
         return _load(spec, default_model=default_model, verify=verify, progress=progress)
 
