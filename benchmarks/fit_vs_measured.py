@@ -1,4 +1,4 @@
-"""Predicted memory (``pytest_quantperf.fit``) against what a real load allocates.
+"""Predicted memory (``pytest_quantperf.models.fit``) against what a real load allocates.
 
 CPU: every quantization of the default model (SmolLM2-135M-Instruct), loaded by the project's
 loader exactly as the ``quant_model`` fixture loads it; the weights' bytes are measured with
@@ -46,7 +46,8 @@ CASES = [("fp32", None), ("fp16", None), ("bf16", None), ("int8", None), ("nf4",
 
 
 def cpu_rows() -> list[dict]:
-    from pytest_quantperf import fit, models
+    from pytest_quantperf.models import fit
+    from pytest_quantperf import models
 
     rows = []
     for quant, dq in CASES:
@@ -67,7 +68,8 @@ def cpu_rows() -> list[dict]:
 def gpu_rows(context: int, new_tokens: int = 16) -> list[dict]:
     import torch
 
-    from pytest_quantperf import fit, models
+    from pytest_quantperf.models import fit
+    from pytest_quantperf import models
 
     rows = []
     for quant, dq in [("fp16", None), ("nf4", False), ("nf4", True), ("int8", None)]:

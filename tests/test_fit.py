@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quantperf import fit
+from pytest_quantperf.models import fit
 from pytest_quantperf.cli import fit as fit_cli
 
 torch = pytest.importorskip("torch")

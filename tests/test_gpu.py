@@ -350,7 +350,7 @@ def test_measure_bandwidth_cuda():
 @needs_cuda
 def test_a_pinned_measurement_says_where_it_ran_and_gives_the_thread_back():
     from pytest_quantperf import models
-    from pytest_quantperf.measure import SamplingPlan, measure_generate
+    from pytest_quantperf.measure.generate import SamplingPlan, measure_generate
 
     lm = models.load(models.make_spec("synthetic:smollm2-135m", device="cuda", quant="fp16"))
     allowed = os.sched_getaffinity(0)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pytest_quantperf.measure import GenerateResult, MeasurementError, SamplingPlan, measure_generate
+from pytest_quantperf.measure.generate import GenerateResult, MeasurementError, SamplingPlan, measure_generate
 
 torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as hs
 
-from pytest_quantperf.compare import compare_runs
+from pytest_quantperf.verdicts.compare import compare_runs
 from pytest_quantperf.results import SCHEMA, make_metric
-from pytest_quantperf.storage import BaselineNotFound, Storage, StorageError, validate_doc, validate_name
+from pytest_quantperf.store.storage import BaselineNotFound, Storage, StorageError, validate_doc, validate_name
 
 
 def run_doc(tests: dict[str, float], hw: str = "cpu-test-2c", name: str | None = None) -> dict:
@@ -311,7 +311,7 @@ def test_the_one_atomic_writer(tmp_path):
     """Storage and the reports share _io.write_atomic: whole files, plain-open permissions, no
     temporary file left behind when the write fails."""
     from pytest_quantperf import report
-    from pytest_quantperf._io import write_atomic
+    from pytest_quantperf._util.io import write_atomic
 
     assert report.write_atomic is write_atomic
     st = Storage(str(tmp_path / "store"))

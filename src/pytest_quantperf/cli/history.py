@@ -17,7 +17,7 @@ def _match_tests(nodeids: Sequence[str], want: str | None) -> list[str]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from ..storage import StorageError
+    from ..store.storage import StorageError
 
     st = _storage(args)
     try:
@@ -30,7 +30,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no history{f' for {args.name!r}' if args.name else ''} in {st.url}")
         return 0
     if args.csv:
-        from ..runs import load_runs
+        from ..store.runs import load_runs
 
         df = load_runs(st.url, args.name, test=args.test, metric=args.metric)
         if args.limit:

@@ -10,9 +10,9 @@ re-exports every name, including those whose home is ``sources``, ``weights`` an
 from __future__ import annotations
 
 from ..errors import ModelError, QuantMismatchError  # noqa: F401 (re-exported: their old home)
-from ..sources import (DEFAULT_GGUF, DEFAULT_MODEL, SYNTHETIC_PRESETS, cache_root,  # noqa: F401 (re-exported)
+from .sources import (DEFAULT_GGUF, DEFAULT_MODEL, SYNTHETIC_PRESETS, cache_root,  # noqa: F401 (re-exported)
                        default_gguf_path, file_sha256, gguf_to_safetensors, synthetic_config)
-from ..weights import measured_weight_bytes  # noqa: F401 (re-exported)
+from .weights import measured_weight_bytes  # noqa: F401 (re-exported)
 from .cache import ModelCache  # noqa: F401
 from .inspect import (QuantSummary, inspect_quantization, per_device_bytes,  # noqa: F401
                       verify_quantization)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from .._io import write_atomic  # re-exported: the one atomic writer (cli, exports)
+from .._util.io import write_atomic  # re-exported: the one atomic writer (cli, exports)
 from .jsonout import clean_json, dumps_strict  # noqa: F401 (re-exported)
 from .view import build_view, flat_rows
 

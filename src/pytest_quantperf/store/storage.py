@@ -44,9 +44,9 @@ from typing import Any, Iterator, Mapping
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._io import write_atomic
+from .._util.io import write_atomic
 from .names import validate_name
-from .results import SCHEMA
+from ..results import SCHEMA
 from .schema import StorageError, dumps, validate_doc  # noqa: F401 (re-exported)
 
 __all__ = ["Storage", "StorageError", "BaselineNotFound", "validate_name", "validate_doc", "dumps"]

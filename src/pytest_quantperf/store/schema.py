@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from .results import SCHEMA
+from ..results import SCHEMA
 
 __all__ = ["StorageError", "validate_doc", "dumps"]
 
