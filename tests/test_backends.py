@@ -13,10 +13,9 @@ import pytest
 from pytest_quantperf import backends
 from pytest_quantperf.backends.llama_cpp import gguf_spec, gguf_type_name, load_gguf
 from pytest_quantperf.backends.mlx import load_mlx
-from pytest_quantperf.errors import BackendUnavailable
+from pytest_quantperf.errors import BackendUnavailable, MeasurementError, ModelError
 from pytest_quantperf.backends import backend_for
-from pytest_quantperf.measure.generate import MeasurementError, SamplingPlan, measure_generate
-from pytest_quantperf.models import ModelError
+from pytest_quantperf.measure.generate import SamplingPlan, measure_generate
 
 PROMPT = "Who invented the light bulb?"
 LLAMA_SKIP = backends.unavailable_reason("llama_cpp")

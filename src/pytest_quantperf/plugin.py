@@ -105,7 +105,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     qs = _session(session.config)
     if qs is None or not qs.settings.baseline:
         return
-    from .store.storage import StorageError
+    from .store.schema import StorageError
 
     try:
         qs.load_baseline()

@@ -254,7 +254,7 @@ class QuantperfSession:
         """Read the baseline once; a missing one is a warning, a corrupt one an error."""
         if not self.settings.baseline:
             return
-        from .store.storage import StorageError
+        from .store.schema import StorageError
 
         try:
             got = self.storage().load(self.settings.baseline, self.env.get("hardware_id"))

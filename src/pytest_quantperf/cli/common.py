@@ -74,7 +74,8 @@ def _looks_like_path(ref: str) -> bool:
 
 def load_run(args: argparse.Namespace, ref: str, hardware_id: str | None = None) -> tuple[dict[str, Any], str]:
     """A run document from a baseline name or a JSON file path; ``(doc, description)``."""
-    from ..store.storage import StorageError, validate_doc, validate_name
+    from ..store.names import validate_name
+    from ..store.schema import StorageError, validate_doc
 
     if _looks_like_path(ref):
         try:

@@ -17,7 +17,7 @@ def _match_tests(nodeids: Sequence[str], want: str | None) -> list[str]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from ..store.storage import StorageError
+    from ..store.schema import StorageError
 
     st = _storage(args)
     try:
@@ -90,7 +90,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def _history_html(args: argparse.Namespace, series: Mapping[tuple[str, str], list[dict[str, Any]]],
                   units: Mapping[tuple[str, str], str], accepts: Sequence[Mapping[str, Any]]) -> None:
-    from ..report import write_atomic
+    from .._util.io import write_atomic
     from ..report.charts import Charts
     from ..report.html import _env, safe_json
     from markupsafe import Markup

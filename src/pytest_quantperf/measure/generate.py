@@ -8,8 +8,8 @@ time budget that covers the whole measurement (warm-up and profiling included); 
 synchronised around every timed region; the profiler never touches the wall-clock samples; the
 NVML energy counter is read around every timed run, so energy has one sample per run.
 
-Host peak memory, the model's GPUs and out-of-memory handling live in ``memory`` (``HostPeak``
-is still importable from here); GPU readings come from ``gpu``.
+Host peak memory, the model's GPUs and out-of-memory handling live in ``memory``; GPU readings
+come from ``gpu``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..backends import RunTiming, backend_for
-from ..errors import MeasurementError  # noqa: F401 (re-exported: its old home)
+from ..errors import MeasurementError
 from .memory import HostPeak, _cuda_devices, _free_after_oom, _oom_message, _own_bytes_per_device
 
 

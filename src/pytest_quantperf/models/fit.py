@@ -50,7 +50,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .weights import measured_weight_bytes  # noqa: F401 (prediction's yardstick; its home is weights)
 
 MIB = 1 << 20
 GIB = 1 << 30
