@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
     for _ in range(3):  # warm: allocator, kernels
         latency_ms()
-    from pytest_quantperf.host import core_probe, pinned_thread
+    from pytest_quantperf.measure.host import core_probe, pinned_thread
 
     near = _gpu_cpus()
     per_cpu = {}

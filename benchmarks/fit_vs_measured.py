@@ -1,8 +1,8 @@
-"""Predicted memory (``pytest_quantperf.fit``) against what a real load allocates.
+"""Predicted memory (``pytest_quantperf.models.fit``) against what a real load allocates.
 
 CPU: every quantization of the default model (SmolLM2-135M-Instruct), loaded by the project's
 loader exactly as the ``quant_model`` fixture loads it; the weights' bytes are measured with
-``fit.measured_weight_bytes`` (parameters, buffers and bitsandbytes' quantization state).
+``models.measured_weight_bytes`` (parameters, buffers and bitsandbytes' quantization state).
 
 CUDA (when present): ``synthetic:mistral-7b`` in fp16, nf4, nf4 + double quant and int8, built on
 the device and quantized in memory; weights from the allocation delta of the load, peak from
@@ -46,14 +46,15 @@ CASES = [("fp32", None), ("fp16", None), ("bf16", None), ("int8", None), ("nf4",
 
 
 def cpu_rows() -> list[dict]:
-    from pytest_quantperf import fit, models
+    from pytest_quantperf.models import fit
+    from pytest_quantperf import models
 
     rows = []
     for quant, dq in CASES:
         spec = models.make_spec("default", quant, double_quant=dq, device="cpu")
         t0 = time.perf_counter()
         lm = models.load(spec, verify=False)
-        real = fit.measured_weight_bytes(lm.model)
+        real = models.measured_weight_bytes(lm.model)
         pred = fit.predict(lm.model.config, quant, double_quant=bool(dq), device="cpu")
         label = f"default {quant}{'+dq' if dq else ''}"
         rows.append(_row(label + " weights", pred.weight_bytes, real)
@@ -67,7 +68,8 @@ def cpu_rows() -> list[dict]:
 def gpu_rows(context: int, new_tokens: int = 16) -> list[dict]:
     import torch
 
-    from pytest_quantperf import fit, models
+    from pytest_quantperf.models import fit
+    from pytest_quantperf import models
 
     rows = []
     for quant, dq in [("fp16", None), ("nf4", False), ("nf4", True), ("int8", None)]:
@@ -79,7 +81,7 @@ def gpu_rows(context: int, new_tokens: int = 16) -> list[dict]:
                            context_len=context)
         label = f"mistral-7b {quant}{'+dq' if dq else ''}"
         rows.append(_row(label + " weights (alloc)", pred.weight_bytes, lm.footprint_bytes))
-        rows.append(_row(label + " weights (tensors)", pred.weight_bytes, fit.measured_weight_bytes(model)))
+        rows.append(_row(label + " weights (tensors)", pred.weight_bytes, models.measured_weight_bytes(model)))
         ids = torch.randint(3, model.config.vocab_size, (1, context - new_tokens), device="cuda:0")
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import time
 
-from pytest_quantperf import host, models
+from pytest_quantperf.measure import host
+from pytest_quantperf import models
 from pytest_quantperf.backends import backend_for
 
 PROMPT = "The capital of France is"

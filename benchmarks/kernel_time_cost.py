@@ -70,7 +70,7 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
         if cuda:
             p = gpu.profile_kernels(gen, lm.device, path=path)
         else:  # smoke test: CPU ops stand in for kernels
-            p = gpu._profile_raw(gen, gpu._raw_api(), activity="cpu")
+            p = gpu.kernel_time._profile_raw(gen, gpu.kernel_time._raw_api(), activity="cpu")
         total = time.perf_counter() - t1
         return {"path": p.path, "seconds": total, "run_s": p.wall_ms / 1e3, "collect_s": p.collect_ms / 1e3,
                 "gpu_ms": p.gpu_ms, "gpu_ms_per_token": p.gpu_ms / a.new_tokens, "n_events": p.n_events}
@@ -83,7 +83,7 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
             p = profile_generate(backend, prepared, a.new_tokens, lm.device, window=a.window)
         else:
             p = profile_window(lambda f: backend.run(prepared, a.new_tokens, on_step=f), a.new_tokens,
-                               api=gpu._raw_api(), activity="cpu", window=a.window)
+                               api=gpu.kernel_time._raw_api(), activity="cpu", window=a.window)
         total = time.perf_counter() - t1
         return {"path": p.path, "seconds": total, "run_s": p.wall_ms / 1e3, "collect_s": p.collect_ms / 1e3,
                 "gpu_ms": p.gpu_ms, "gpu_ms_per_token": p.gpu_ms / a.new_tokens, "n_events": p.n_events,
@@ -110,7 +110,7 @@ def run_config(name: str, kw: dict, a: argparse.Namespace) -> dict:
         if cuda:
             kernel_time._require_cuda()
         t1 = time.perf_counter()
-        gpu._profile_raw(lambda: backend.run(prepared, 4), gpu._raw_api(), activity="cuda" if cuda else "cpu")
+        gpu.kernel_time._profile_raw(lambda: backend.run(prepared, 4), gpu.kernel_time._raw_api(), activity="cuda" if cuda else "cpu")
         out["attach_first_s"] = time.perf_counter() - t1
     # the window (what measurements use) first, then plain runs again: does the process run slower
     # once CUPTI has been attached (TEARDOWN_CUPTI decides whether kineto detaches it)? The whole-run
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t_all
     dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "CPU (smoke test: CPU ops, not kernels)"
     print(f"\n== kernel-time cost: {a.model}, {a.prompt_tokens} prompt + {a.new_tokens} new tokens, on {dev}, "
-          f"torch {torch.__version__}, raw kineto API {'present' if gpu._raw_api() else 'MISSING (fallback)'} ==")
+          f"torch {torch.__version__}, raw kineto API {'present' if gpu.kernel_time._raw_api() else 'MISSING (fallback)'} ==")
     print(f"{'config':<8} {'plain s':>8} {'old s':>7} {'new s':>7} {'new/plain':>9} {'collect s':>9} "
           f"{'old ms/tok':>10} {'new ms/tok':>10} {'new-old':>8} {'new spread':>10} {'events':>7} {'path':>12}")
     for r in results:

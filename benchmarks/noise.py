@@ -22,8 +22,8 @@ import sys
 import time
 
 from pytest_quantperf import models
-from pytest_quantperf.compare import DEFAULT_TOLERANCES, compare_metric
-from pytest_quantperf.measure import SamplingPlan, measure_generate
+from pytest_quantperf.verdicts.compare import DEFAULT_TOLERANCES, compare_metric
+from pytest_quantperf.measure.generate import SamplingPlan, measure_generate
 from pytest_quantperf.results import make_metric
 
 WALL = ("latency_ms", "tpot_ms", "tokens_per_s")

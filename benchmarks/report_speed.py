@@ -15,11 +15,11 @@ import sys
 import tempfile
 import time
 
-from pytest_quantperf.compare import compare_runs
+from pytest_quantperf.verdicts.compare import compare_runs
 from pytest_quantperf.report import build_view, json_report, load_history
 from pytest_quantperf.report.html import render_html
 from pytest_quantperf.results import SCHEMA, make_metric
-from pytest_quantperf.storage import Storage
+from pytest_quantperf.store.storage import Storage
 
 CONFIGS = ("default/nf4", "default/fp4", "default/int8", "default/bf16", "default/fp32")
 NAMES = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "host_rss_mb", "footprint_mb", "load_s",

@@ -4,9 +4,9 @@ simulated runs.
 Each trial draws whole runs: a run's figure is ``level · exp(N(0, spread))`` (the host's
 run-to-run drift, log-normal) and its samples scatter around it by ``--within`` (CV). The
 baseline is saved 1, 3 or 5 times from the same code (the saves share no host state), the
-current run carries the true change, and :func:`pytest_quantperf.compare.compare_metric` judges
+current run carries the true change, and :func:`pytest_quantperf.verdicts.compare.compare_metric` judges
 it exactly as a test's verdict is taken (the catalogue's prior for ``latency_ms``, tolerance 10%,
-alpha 0.01). ``quantperf ab`` is judged by :func:`pytest_quantperf.abverdict.judge_rounds` on
+alpha 0.01). ``quantperf ab`` is judged by :func:`pytest_quantperf.ab.verdict.judge_rounds` on
 ``--rounds`` paired rounds whose per-round log-ratio scatters by ``--round-sd``, with the second
 look up to 14 rounds as the command takes it.
 
@@ -23,8 +23,8 @@ import random
 from collections import Counter
 
 from pytest_quantperf import stats
-from pytest_quantperf.abverdict import judge_rounds, second_look, undecided
-from pytest_quantperf.compare import DEFAULT_TOLERANCES, compare_metric
+from pytest_quantperf.ab.verdict import judge_rounds, second_look, undecided
+from pytest_quantperf.verdicts.compare import DEFAULT_TOLERANCES, compare_metric
 from pytest_quantperf.results import make_metric
 
 NAME = "latency_ms"

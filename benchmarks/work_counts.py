@@ -102,8 +102,8 @@ def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) 
 def diff(base: dict[str, dict], cur: dict[str, dict]) -> tuple[bool, list[str]]:
     """(beyond a tolerance on some figure, one line per figure that moved)."""
     from pytest_quantperf.results import METRICS
-    from pytest_quantperf.tolerance import parse_tolerance
-    from pytest_quantperf.work import describe_changes
+    from pytest_quantperf.verdicts.tolerance import parse_tolerance
+    from pytest_quantperf.measure.work import describe_changes
 
     caught = False
     lines = []
@@ -131,7 +131,7 @@ def cost(quant: str, new_tokens: int, reps: int = 3) -> None:
     """The counting run against one plain generate of the same length, interleaved, median of ``reps``."""
     from pytest_quantperf.backends import backend_for
     from pytest_quantperf.models import load, make_spec
-    from pytest_quantperf.work_count import count_work
+    from pytest_quantperf.measure.work_count import count_work
 
     lm = load(make_spec("default", quant, device="cpu"))
     b = backend_for(lm)

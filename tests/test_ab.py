@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quantperf import ab, host
-from pytest_quantperf.compare import parse_tolerance
+from pytest_quantperf import ab
+from pytest_quantperf.measure import host
+from pytest_quantperf.verdicts.compare import parse_tolerance
 from pytest_quantperf.results import Metric
 
 TOL10 = parse_tolerance("10%")

@@ -10,14 +10,16 @@ import json
 
 import pytest
 
-from pytest_quantperf import backends, loaders
+from pytest_quantperf import backends
+from pytest_quantperf.backends.llama_cpp import gguf_spec, gguf_type_name, load_gguf
+from pytest_quantperf.backends.mlx import load_mlx
+from pytest_quantperf.errors import BackendUnavailable, MeasurementError, ModelError
 from pytest_quantperf.backends import backend_for
-from pytest_quantperf.measure import MeasurementError, SamplingPlan, measure_generate
-from pytest_quantperf.models import ModelError
+from pytest_quantperf.measure.generate import SamplingPlan, measure_generate
 
 PROMPT = "Who invented the light bulb?"
-LLAMA_SKIP = loaders.unavailable_reason("llama_cpp")
-MLX_SKIP = loaders.unavailable_reason("mlx")
+LLAMA_SKIP = backends.unavailable_reason("llama_cpp")
+MLX_SKIP = backends.unavailable_reason("mlx")
 needs_llama = pytest.mark.skipif(LLAMA_SKIP is not None, reason=LLAMA_SKIP or "")
 needs_mlx = pytest.mark.skipif(MLX_SKIP is not None, reason=MLX_SKIP or "")
 
@@ -27,7 +29,7 @@ def gguf_lm():
     if LLAMA_SKIP:
         pytest.skip(LLAMA_SKIP)
     # one thread: ggml's spinning thread barrier crawls when other processes hold the cores
-    lm = loaders.load_gguf("default", n_ctx=512, n_threads=1)
+    lm = load_gguf("default", n_ctx=512, n_threads=1)
     yield lm
     lm.model.close()
 
@@ -52,18 +54,18 @@ def agreeing_prefix(a, b) -> int:
 
 
 def test_gguf_type_names():
-    assert loaders.gguf_type_name(3) == "q4_1"
-    assert loaders.gguf_type_name("7") == "q8_0"
-    assert loaders.gguf_type_name(1) == "f16"
-    assert loaders.gguf_type_name(0) == "f32"
-    assert loaders.gguf_type_name(None) == "gguf"
+    assert gguf_type_name(3) == "q4_1"
+    assert gguf_type_name("7") == "q8_0"
+    assert gguf_type_name(1) == "f16"
+    assert gguf_type_name(0) == "f32"
+    assert gguf_type_name(None) == "gguf"
 
 
 def test_llama_loader_refuses_what_it_cannot_load(tmp_path):
     with pytest.raises(ModelError, match="loads .gguf files"):
-        loaders.gguf_spec(tmp_path)
+        gguf_spec(tmp_path)
     with pytest.raises(ModelError, match="does not exist"):
-        loaders.gguf_spec(tmp_path / "missing.gguf")
+        gguf_spec(tmp_path / "missing.gguf")
     from pytest_quantperf.backends import load_with_backend
 
     with pytest.raises(ModelError, match="unknown backend 'vllm': use one of transformers, llama_cpp, mlx"):
@@ -165,7 +167,7 @@ def test_multiple_choice_runs_on_llama_cpp_and_other_accuracy_says_why_not(gguf_
 
 @needs_llama
 def test_budgets_work_through_the_recorder(gguf_lm):
-    from pytest_quantperf.budgets import parse_budget
+    from pytest_quantperf.verdicts.budgets import parse_budget
     from pytest_quantperf.recorder import Recorder, judge
     from pytest_quantperf.session import QuantperfSession, Settings
 
@@ -190,11 +192,11 @@ def test_through_pytest_with_a_fixture_of_ones_own(pytester, run_quantperf):
     pytester.makeconftest(
         """
         import pytest
-        from pytest_quantperf import loaders
+        from pytest_quantperf.backends.llama_cpp import load_gguf
 
         @pytest.fixture(scope="session")
         def gguf_model():
-            return loaders.load_gguf("default", n_ctx=256, n_threads=1)
+            return load_gguf("default", n_ctx=256, n_threads=1)
         """)
     pytester.makepyfile(
         """
@@ -224,16 +226,16 @@ def test_through_pytest_with_a_fixture_of_ones_own(pytester, run_quantperf):
 def mlx_lm():
     if MLX_SKIP:
         pytest.skip(MLX_SKIP)
-    return loaders.load_mlx("default")
+    return load_mlx("default")
 
 
 def test_mlx_absent_is_a_clear_error(monkeypatch):
     # patched where it lives: load_mlx and load_gguf ask backends.unavailable_reason, which asks this
     monkeypatch.setattr(backends, "available", lambda backend: False)
-    with pytest.raises(loaders.BackendUnavailable, match=r"pytest-quantperf\[mlx\]"):
-        loaders.load_mlx("default")
-    with pytest.raises(loaders.BackendUnavailable, match=r"pytest-quantperf\[gguf\]"):
-        loaders.load_gguf("default")
+    with pytest.raises(BackendUnavailable, match=r"pytest-quantperf\[mlx\]"):
+        load_mlx("default")
+    with pytest.raises(BackendUnavailable, match=r"pytest-quantperf\[gguf\]"):
+        load_gguf("default")
 
 
 @needs_mlx
@@ -250,7 +252,7 @@ def test_mlx_generates_n_tokens_agreeing_with_transformers(mlx_lm, fp32_ids):
 
 @needs_mlx
 def test_mlx_4bit_is_really_quantized():
-    lm = loaders.load_mlx("default", quantize_bits=4)
+    lm = load_mlx("default", quantize_bits=4)
     s = lm.quant_summary
     assert lm.spec.quant == "mlx-q4" and s.quantized_layers > 200 and s.bits == 4
     assert 70 < lm.footprint_mb < 90  # 4 bits + an fp32 scale and bias per 64 weights ≈ 5 bits/param
@@ -258,4 +260,4 @@ def test_mlx_4bit_is_really_quantized():
     res = measure_generate(lm, [PROMPT], 3, SamplingPlan(repeat=1, warmup=1))
     assert res.new_tokens == 3 and res.median["tokens_per_s"] > 0
     with pytest.raises(ModelError, match="quantize_bits must be one of"):
-        loaders.load_mlx("default", quantize_bits=5)
+        load_mlx("default", quantize_bits=5)

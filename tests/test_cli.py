@@ -11,7 +11,7 @@ from bs4 import BeautifulSoup
 
 from pytest_quantperf.cli import build_parser, main
 from pytest_quantperf.results import SCHEMA, make_metric
-from pytest_quantperf.storage import Storage
+from pytest_quantperf.store.storage import Storage
 
 from test_report_support import preload
 
@@ -124,7 +124,7 @@ def test_compare_same_speed_exits_0(store, capsys):
 
 def test_compare_gives_the_plugins_verdicts(store):
     """The same rules as the plugin: compare_runs on the same documents."""
-    from pytest_quantperf.compare import compare_runs
+    from pytest_quantperf.verdicts.compare import compare_runs
 
     s = Storage(str(store))
     base, cur = s.load("main")[0], s.load("pr-slow")[0]
@@ -266,11 +266,11 @@ def test_fit_is_delegated(capsys):
 def test_ab_is_delegated_or_explained(capsys, monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("pytest_quantperf.abrun") is None:
+    if importlib.util.find_spec("pytest_quantperf.ab.run") is None:
         assert main(["ab", "--base", "HEAD"]) == 2
-        assert "pytest_quantperf.abrun is missing" in capsys.readouterr().err
+        assert "pytest_quantperf.ab.run is missing" in capsys.readouterr().err
     else:
-        monkeypatch.setitem(sys.modules, "pytest_quantperf.abrun", None)  # as if it were not installed
+        monkeypatch.setitem(sys.modules, "pytest_quantperf.ab.run", None)  # as if it were not installed
         assert main(["ab", "--base", "HEAD"]) == 2
         assert "quantperf ab: not available" in capsys.readouterr().err
 

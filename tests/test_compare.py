@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as hs
 
-from pytest_quantperf.compare import (
+from pytest_quantperf.verdicts.compare import (
     DEFAULT_TOLERANCES, Tolerance, Verdict, compare_metric, compare_runs, parse_tolerance,
     parse_tolerance_spec, same_code_values, tolerance_for,
 )
@@ -399,7 +399,7 @@ def _m(name, xs, **extra):
 
 def test_unchanged_work_makes_a_wall_clock_change_the_hosts():
     """The same work by name and a wall clock 4x slower: a regression the host caused, not gated."""
-    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.verdicts.compare import judge_test
 
     by_name = {"aten.mm": 60.0, "aten.add": 12.0}
     work = replace(make_metric("ops_per_token", 72.0, kind="work"), extra={"by_name": by_name})
@@ -419,7 +419,7 @@ def test_unchanged_work_makes_a_wall_clock_change_the_hosts():
 
 
 def test_a_contended_host_is_a_reason_and_keeps_the_status():
-    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.verdicts.compare import judge_test
 
     base = {"metrics": {"latency_ms": _m("latency_ms", [100.0, 101, 99]).to_dict()}}
     busy = _m("latency_ms", [390.0, 400, 410], host={"state": "contended", "summary": "got 48% of 2 cores"})
@@ -435,7 +435,7 @@ def test_a_contended_host_is_a_reason_and_keeps_the_status():
 
 
 def test_kernel_time_at_another_gpu_clock_is_not_gated():
-    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.verdicts.compare import judge_test
 
     def gm(x, sm):
         return _m("gpu_ms_per_token", [x], gpu_clocks={"sm_clock_mhz": sm, "mem_clock_mhz": 3201})
@@ -448,7 +448,7 @@ def test_kernel_time_at_another_gpu_clock_is_not_gated():
 
 
 def test_warnings_are_the_figures_shown_worse_one_line_for_all():
-    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.verdicts.compare import judge_test
     from pytest_quantperf.recorder import warning_lines
 
     names = ("latency_ms", "tpot_ms", "ttft_ms")
@@ -469,7 +469,7 @@ def test_warnings_are_the_figures_shown_worse_one_line_for_all():
 
 # ---- budgets: the same rule, the limit as the band's edge -------------------------------
 def test_budgets_judge_the_interval_of_this_run():
-    from pytest_quantperf.budgets import Budget, evaluate
+    from pytest_quantperf.verdicts.budgets import Budget, evaluate
     from pytest_quantperf.results import TestResult
 
     def run(*xs):
@@ -489,7 +489,7 @@ def test_budgets_judge_the_interval_of_this_run():
 
 
 def test_a_timing_budget_breached_on_a_contended_host_is_not_gated():
-    from pytest_quantperf.budgets import Budget, evaluate
+    from pytest_quantperf.verdicts.budgets import Budget, evaluate
     from pytest_quantperf.results import TestResult
 
     host = {"state": "contended", "summary": "0.50 of the cores held"}
@@ -508,7 +508,7 @@ def test_a_timing_budget_breached_on_a_contended_host_is_not_gated():
 
 
 def test_a_work_regression_names_what_changed_and_the_wall_clock_says_the_work_moved():
-    from pytest_quantperf.compare import judge_test
+    from pytest_quantperf.verdicts.compare import judge_test
 
     by = {"aten.mm": 600, "aten.add": 120}
     base_w = replace(make_metric("syncs_per_token", 0.0, kind="work"), extra={"by_name": {}, "tokens": 16})

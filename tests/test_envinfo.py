@@ -27,7 +27,8 @@ def test_fingerprint_on_this_machine():
 
 
 def test_fingerprint_imports_nothing_heavy():
-    code = ("import sys; from pytest_quantperf import envinfo, stats, compare, storage; "
+    code = ("import sys; from pytest_quantperf import envinfo, stats; "
+            "from pytest_quantperf.verdicts import compare; from pytest_quantperf.store import storage; "
             "envinfo.fingerprint(); print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes', "
             "'pytest') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

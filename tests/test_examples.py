@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quantperf import loaders
+from pytest_quantperf import backends
 
 SUITES = Path(__file__).resolve().parent.parent / "example_suites"
 QUICK = ("--quantperf-repeat=1", "--quantperf-warmup=0", "-p", "no:cacheprovider", "-p", "no:xdist")
@@ -79,8 +79,8 @@ def test_nf4_options(pytester):
 
 def test_backends(pytester):
     r = run_suite(pytester, "backends")
-    want = {"transformers": True, "llama_cpp": loaders.available("llama_cpp"),
-            "mlx": loaders.unavailable_reason("mlx") is None}
+    want = {"transformers": True, "llama_cpp": backends.available("llama_cpp"),
+            "mlx": backends.unavailable_reason("mlx") is None}
     r.assert_outcomes(passed=sum(want.values()), skipped=3 - sum(want.values()))
     r.stdout.fnmatch_lines(["*= backends =*", "| transformers (fp32) | *"])
     if want["llama_cpp"]:

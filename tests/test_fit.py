@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quantperf import fit
+from pytest_quantperf import models
+from pytest_quantperf.models import fit
 from pytest_quantperf.cli import fit as fit_cli
 
 torch = pytest.importorskip("torch")
@@ -210,10 +211,10 @@ def test_measured_weight_bytes_counts_ties_and_views_once():
     m[1].weight = m[0].weight  # tied
     m.register_buffer("table", torch.zeros(10))
     m.register_buffer("view", m.table[2:6])  # a view of the same memory
-    assert fit.measured_weight_bytes(m) == 100 * 8 * 4 + 10 * 4
+    assert models.measured_weight_bytes(m) == 100 * 8 * 4 + 10 * 4
     with torch.device("meta"):
         meta = nn.Linear(1000, 1000)
-    assert fit.measured_weight_bytes(meta) == 0
+    assert models.measured_weight_bytes(meta) == 0
 
 
 def _smol_dir(tmp_path_factory) -> Path:
@@ -267,7 +268,7 @@ def measured(tmp_path_factory):
         qparams = sum(m.in_features * m.out_features for m in model.modules()
                       if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)))
         pred = fit.predict(str(src), quant, double_quant=bool(dq), device="cpu")
-        cache[label] = (pred, fit.measured_weight_bytes(model), model.get_memory_footprint(), qparams)
+        cache[label] = (pred, models.measured_weight_bytes(model), model.get_memory_footprint(), qparams)
         del model
         gc.collect()
         return cache[label]

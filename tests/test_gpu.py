@@ -96,8 +96,8 @@ def test_map_uuid_wins_over_visible_order():
 
 def test_map_pci_bus_id():
     assert gpu.map_to_nvml_index(0, visible=None, nvml_uuids=UUIDS, nvml_pci=PCI, pci=(0, 0x2A, 0)) == 1
-    assert gpu._parse_pci("0000:2a:00.0") == (0, 0x2A, 0)
-    assert gpu._parse_pci("garbage") is None
+    assert gpu.nvml._parse_pci("0000:2a:00.0") == (0, 0x2A, 0)
+    assert gpu.nvml._parse_pci("garbage") is None
 
 
 def test_map_visible_devices():
@@ -111,14 +111,14 @@ def test_map_visible_devices():
 
 
 def test_torch_index_forms():
-    assert gpu._torch_index(3) == 3
-    assert gpu._torch_index("cuda") == 0
-    assert gpu._torch_index("cuda:2") == 2
-    assert gpu._torch_index(torch.device("cuda", 1)) == 1
+    assert gpu.nvml._torch_index(3) == 3
+    assert gpu.nvml._torch_index("cuda") == 0
+    assert gpu.nvml._torch_index("cuda:2") == 2
+    assert gpu.nvml._torch_index(torch.device("cuda", 1)) == 1
     with pytest.raises(ValueError):
-        gpu._torch_index("cpu")
+        gpu.nvml._torch_index("cpu")
     with pytest.raises(ValueError):
-        gpu._torch_index(torch.device("cpu"))
+        gpu.nvml._torch_index(torch.device("cpu"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
@@ -222,7 +222,7 @@ def test_raw_kineto_events_summed_like_function_events():
     equal what torch's own FunctionEvents of the very same profile give, annotation left out."""
     from torch.autograd import DeviceType
 
-    api = gpu._raw_api()
+    api = gpu.kernel_time._raw_api()
     assert api is not None, "this torch lacks the low-level kineto API the fast path needs"
     captured = []
     real_disable = api[-1]
@@ -231,7 +231,7 @@ def test_raw_kineto_events_summed_like_function_events():
         captured.append(real_disable())
         return captured[-1]
 
-    prof = gpu._profile_raw(_cpu_work, api[:-1] + (disable,), activity="cpu")
+    prof = gpu.kernel_time._profile_raw(_cpu_work, api[:-1] + (disable,), activity="cpu")
     assert prof.result == "done" and prof.path == gpu.PATH_RAW
     raw = captured[0].events()
     mms = [e for e in raw if e.name() == "aten::mm"]
@@ -256,17 +256,17 @@ def test_raw_kineto_events_summed_like_function_events():
 
 
 def test_raw_profile_switches_off_when_the_call_fails():
-    api = gpu._raw_api()
+    api = gpu.kernel_time._raw_api()
 
     def boom():
         raise KeyError("inside")
 
     with pytest.raises(KeyError):
-        gpu._profile_raw(boom, api, activity="cpu")
+        gpu.kernel_time._profile_raw(boom, api, activity="cpu")
     assert not torch.autograd._profiler_enabled()
-    assert gpu._profile_raw(_cpu_work, api, activity="cpu").n_events >= 6  # usable again
+    assert gpu.kernel_time._profile_raw(_cpu_work, api, activity="cpu").n_events >= 6  # usable again
     with pytest.raises(ValueError, match="activity"):
-        gpu._profile_raw(_cpu_work, api, activity="tpu")
+        gpu.kernel_time._profile_raw(_cpu_work, api, activity="tpu")
 
 
 def test_profile_kernels_refuses_without_cuda():
@@ -350,7 +350,7 @@ def test_measure_bandwidth_cuda():
 @needs_cuda
 def test_a_pinned_measurement_says_where_it_ran_and_gives_the_thread_back():
     from pytest_quantperf import models
-    from pytest_quantperf.measure import SamplingPlan, measure_generate
+    from pytest_quantperf.measure.generate import SamplingPlan, measure_generate
 
     lm = models.load(models.make_spec("synthetic:smollm2-135m", device="cuda", quant="fp16"))
     allowed = os.sched_getaffinity(0)

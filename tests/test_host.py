@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pytest_quantperf.host import (CONTENDED, QUIET, TOO_BUSY, HostMeter, HostSample, available_cores, classify,
+from pytest_quantperf.measure.host import (CONTENDED, QUIET, TOO_BUSY, HostMeter, HostSample, available_cores, classify,
                                    describe, summarize)
 
 
@@ -129,7 +129,7 @@ def test_result_before_the_block_ends_is_an_error():
 
 
 def test_pin_core_takes_off_auto_or_a_cpu_number():
-    from pytest_quantperf.host import parse_pin
+    from pytest_quantperf.measure.host import parse_pin
 
     assert parse_pin(None) is None and parse_pin("off") is None and parse_pin(" OFF ") is None
     assert parse_pin("auto") == "auto" and parse_pin("0") == 0 and parse_pin("3") == 3
@@ -141,7 +141,7 @@ def test_pin_core_takes_off_auto_or_a_cpu_number():
 def test_pinning_moves_only_the_calling_thread_and_gives_its_affinity_back():
     import threading
 
-    from pytest_quantperf.host import core_probe, pinned_thread
+    from pytest_quantperf.measure.host import core_probe, pinned_thread
 
     allowed = os.sched_getaffinity(0)
     probe = core_probe()
@@ -174,7 +174,7 @@ def test_the_runs_own_xdist_workers_are_not_neighbours(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import json, time\n"
-        "from pytest_quantperf.host import HostMeter\n"
+        "from pytest_quantperf.measure.host import HostMeter\n"
         "time.sleep(0.5)\n"
         "with HostMeter(threads=2) as hm:\n"
         "    time.sleep(2.0)\n"

@@ -70,7 +70,7 @@ def test_unused_plugin_imports_nothing_heavy(pytester: pytest.Pytester, monkeypa
     probe = json.loads((pytester.path / "probe.json").read_text())
     assert probe["registered"] and "pytest_quantperf.plugin" in probe["ours"]
     assert probe["heavy"] == [], f"a session that never uses quantperf imported {probe['heavy']}"
-    assert not {"pytest_quantperf.models", "pytest_quantperf.compare", "pytest_quantperf.storage",
+    assert not {"pytest_quantperf.models", "pytest_quantperf.verdicts.compare", "pytest_quantperf.store.storage",
                 "pytest_quantperf.report"} & set(probe["ours"])
 
 

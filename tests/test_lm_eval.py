@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quantperf import budgets
+from pytest_quantperf.verdicts import budgets
 from pytest_quantperf.accuracy import lm_eval as le
 from pytest_quantperf.results import metric_info
 

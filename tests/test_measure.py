@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from pytest_quantperf.measure import GenerateResult, MeasurementError, SamplingPlan, measure_generate
+from pytest_quantperf.errors import MeasurementError
+from pytest_quantperf.measure.generate import GenerateResult, SamplingPlan, measure_generate
 
 torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -188,7 +189,7 @@ def test_window_profiles_prefill_and_middle_decode_steps_only(lm):
 
     b = backend_for(lm)
     prepared = b.prepare([PROMPT])
-    api = gpu._raw_api()
+    api = gpu.kernel_time._raw_api()
     raws = []
     real_disable = api[-1]
 
@@ -212,7 +213,7 @@ def test_window_profiles_prefill_and_middle_decode_steps_only(lm):
     assert on == {0, 1, 9, 10, 11, 12}  # prefill up to token 1; the window opens after 8, closes after 12
     assert p.gpu_ms == pytest.approx(p.prefill_ms + (n - 1) * p.decode_ms_per_step)
     assert p.prefill_ms > 0 and p.decode_ms_per_step > 0 and p.path == gpu.PATH_WINDOW
-    whole = gpu._profile_raw(lambda: b.run(prepared, n), api, activity="cpu")
+    whole = gpu.kernel_time._profile_raw(lambda: b.run(prepared, n), api, activity="cpu")
     assert p.n_events < whole.n_events * 0.6  # most of the run was never recorded
     assert p.to_dict()["window"] == w and p.switch_ms > 0
 
@@ -220,7 +221,7 @@ def test_window_profiles_prefill_and_middle_decode_steps_only(lm):
 def test_window_needs_enough_tokens_and_switches_off_on_error(lm):
     from pytest_quantperf import gpu
 
-    api = gpu._raw_api()
+    api = gpu.kernel_time._raw_api()
     assert gpu.window_start(16, 8) is None and gpu.window_start(17, 8) == 5
     with pytest.raises(ValueError, match="at least 17 new tokens"):
         gpu.profile_window(lambda f: None, 16, api=api, window=8, activity="cpu")

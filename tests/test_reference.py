@@ -80,6 +80,7 @@ def test_dropped_quantization_config_is_refused(pytester, run_quantperf):
 
 def test_quant_summary_matches_request():
     from pytest_quantperf import models
+    from pytest_quantperf.errors import QuantMismatchError
 
     lm = models.load(models.make_spec("default", "fp4", compute_dtype="bf16", double_quant=True))
     s = lm.quant_summary
@@ -88,5 +89,5 @@ def test_quant_summary_matches_request():
     assert (s.params_total, s.params_quantized) == (134_515_008, 106_168_320)  # tied embeddings counted once
     assert s.predicted_bytes and abs(s.footprint_bytes - s.predicted_bytes) / s.predicted_bytes < 0.05
     wrong = models.make_spec("default", "nf4", compute_dtype="bf16", double_quant=True)
-    with pytest.raises(models.QuantMismatchError, match="asked for default/nf4\\+dq@bf16 but the 4-bit layers use"):
+    with pytest.raises(QuantMismatchError, match="asked for default/nf4\\+dq@bf16 but the 4-bit layers use"):
         models.verify_quantization(s, wrong)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup
 
-from pytest_quantperf.compare import compare_runs
+from pytest_quantperf.verdicts.compare import compare_runs
 from pytest_quantperf.report import build_view, json_report, load_history
 from pytest_quantperf.report.html import render_html, safe_json
 from pytest_quantperf.results import SCHEMA, make_metric
-from pytest_quantperf.storage import Storage
+from pytest_quantperf.store.storage import Storage
 
 from test_report_support import preload
 

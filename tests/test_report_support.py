@@ -12,7 +12,7 @@ def preload() -> None:
     survive. Imported here first, they stay.
     """
     for mod in ("pytest_quantperf.plugin", "pytest_quantperf.session", "pytest_quantperf.recorder",
-                "pytest_quantperf.budgets", "pytest_quantperf.compare", "pytest_quantperf.storage",
+                "pytest_quantperf.verdicts.budgets", "pytest_quantperf.verdicts.compare", "pytest_quantperf.store.storage",
                 "pytest_quantperf.envinfo", "pytest_quantperf.stats", "pytest_quantperf.models",
                 "pytest_quantperf.scale", "pytest_quantperf.report", "pytest_quantperf.report.view",
                 "pytest_quantperf.report.terminal", "pytest_quantperf.report.markdown",

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest_quantperf
 from pytest_quantperf.cli import main
 from pytest_quantperf.results import SCHEMA, make_metric
-from pytest_quantperf.storage import Storage
+from pytest_quantperf.store.storage import Storage
 
 T = "tests/test_gen.py::test_speed"
 
@@ -32,7 +32,7 @@ def _store(tmp_path) -> str:
 def test_load_runs_is_one_row_per_run_test_and_metric(tmp_path):
     url = _store(tmp_path)
     df = pytest_quantperf.load_runs(url, "main")
-    assert list(df.columns) == list(pytest_quantperf.runs.COLUMNS)
+    assert list(df.columns) == list(pytest_quantperf.store.runs.COLUMNS)
     assert len(df) == 4  # two runs x two metrics; the acceptance is not a run
     speed = df[df.metric == "tokens_per_s"].sort_values("created")
     assert list(speed.value) == [40.0, 30.0] and list(speed.commit) == ["c1", "c2"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pytest_quantperf import scale
-from pytest_quantperf.storage import Storage
+from pytest_quantperf.store.storage import Storage
 
 FAST = ("--quantperf-repeat=3", "--quantperf-warmup=1", "-p", "no:cacheprovider")
 HAS_CUDA = False

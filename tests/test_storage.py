@@ -10,9 +10,11 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as hs
 
-from pytest_quantperf.compare import compare_runs
+from pytest_quantperf.verdicts.compare import compare_runs
 from pytest_quantperf.results import SCHEMA, make_metric
-from pytest_quantperf.storage import BaselineNotFound, Storage, StorageError, validate_doc, validate_name
+from pytest_quantperf.store.names import validate_name
+from pytest_quantperf.store.schema import StorageError, validate_doc
+from pytest_quantperf.store.storage import BaselineNotFound, Storage
 
 
 def run_doc(tests: dict[str, float], hw: str = "cpu-test-2c", name: str | None = None) -> dict:
@@ -308,12 +310,14 @@ def test_s3_round_trip_through_moto(s3_server):
 
 
 def test_the_one_atomic_writer(tmp_path):
-    """Storage and the reports share _io.write_atomic: whole files, plain-open permissions, no
+    """Storage and the reports share _util.io.write_atomic: whole files, plain-open permissions, no
     temporary file left behind when the write fails."""
     from pytest_quantperf import report
-    from pytest_quantperf._io import write_atomic
+    from pytest_quantperf._util.io import write_atomic
 
-    assert report.write_atomic is write_atomic
+    from pytest_quantperf.store import storage
+
+    assert report.write_atomic is write_atomic and storage.write_atomic is write_atomic
     st = Storage(str(tmp_path / "store"))
     st.save("main", run_doc({"t::a": 1.0}))
     mask = os.umask(0o022)

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from pytest_quantperf.work import KINDS, METRIC_OF, NameChange, Work, describe_changes, format_changes, work_changes
+from pytest_quantperf.measure.work import KINDS, METRIC_OF, NameChange, Work, describe_changes, format_changes, work_changes
 
 # --------------------------------------------------------------------------- pure
 
@@ -182,7 +182,7 @@ def test_a_window_of_decode_steps_counts_what_the_whole_generate_counts():
     pytest.importorskip("torch")
     from pytest_quantperf.backends import backend_for
     from pytest_quantperf.models import load, make_spec
-    from pytest_quantperf.work_count import count_work
+    from pytest_quantperf.measure.work_count import count_work
 
     lm = load(make_spec("default", "bf16", device="cpu"))
     b = backend_for(lm)

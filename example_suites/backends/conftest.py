@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from pytest_quantperf import backends
+from pytest_quantperf.backends.llama_cpp import load_gguf
+from pytest_quantperf.backends.mlx import load_mlx
 from pytest_quantperf.suite import markdown_table
-
-from pytest_quantperf import loaders
 
 ROWS = pytest.StashKey[dict]()
 HANDLES = pytest.StashKey[dict]()
@@ -27,16 +28,16 @@ def backend_model(pytestconfig: pytest.Config, quant_model):
     def get(name: str):
         if name == "transformers":
             return quant_model("default", quant="fp32")
-        reason = loaders.unavailable_reason(name)
+        reason = backends.unavailable_reason(name)
         if reason:
             pytest.skip(reason)
         if name not in handles:
             if name == "llama_cpp":
                 if other and not str(other).endswith(".gguf"):
                     pytest.skip(f"llama.cpp needs a .gguf file; --quantperf-model={other} is not one")
-                handles[name] = loaders.load_gguf("default", default_model=other)
+                handles[name] = load_gguf("default", default_model=other)
             else:
-                handles[name] = loaders.load_mlx("default", default_model=other)
+                handles[name] = load_mlx("default", default_model=other)
         return handles[name]
 
     return get

@@ -1,13 +1,13 @@
 """Does a 7B model in NF4 fit a 6 GB card, and up to which context length?
 
 ``vram_mb`` is torch's peak allocation during the measured generations; a real card also holds
-the CUDA context (~0.75 GiB here, from ``pytest_quantperf.fit``), which the sweep adds before
+the CUDA context (~0.75 GiB here, from ``pytest_quantperf.models.fit``), which the sweep adds before
 comparing with the card. On the CPU: the default model against a host-memory budget.
 """
 import pytest
 import torch
 
-from pytest_quantperf import fit
+from pytest_quantperf.models import fit
 
 CARD_MB = 6000
 ON_GPU = torch.cuda.is_available()

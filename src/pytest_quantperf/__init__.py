@@ -15,12 +15,12 @@ _PUBLIC: dict[str, str] = {
     "METRICS": "results",
     "ModelSpec": "models",
     "LoadedModel": "models",
-    "Tolerance": "tolerance",
-    "parse_tolerance": "tolerance",
-    "parse_tolerance_spec": "tolerance",
-    "Verdict": "compare",
-    "Storage": "storage",
-    "StorageError": "storage",
+    "Tolerance": "verdicts.tolerance",
+    "parse_tolerance": "verdicts.tolerance",
+    "parse_tolerance_spec": "verdicts.tolerance",
+    "Verdict": "verdicts.compare",
+    "Storage": "store.storage",
+    "StorageError": "store.schema",
     "ModelError": "errors",
     "QuantMismatchError": "errors",
     "MeasurementError": "errors",
@@ -30,7 +30,7 @@ _PUBLIC: dict[str, str] = {
     "RunTiming": "backends",
     "ExtraMetric": "session",
     "QuantperfWarning": "plugin",
-    "load_runs": "runs",
+    "load_runs": "store.runs",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -60,7 +60,7 @@ def _usable_cpus() -> int:
 
 def _visible_indices(count: int) -> list[int]:
     """NVML ignores CUDA_VISIBLE_DEVICES; apply it when it lists plain indices."""
-    from .cuda_visible import visible_entries
+    from ._util.cuda_visible import visible_entries
 
     entries = visible_entries()
     if entries is None:
@@ -171,7 +171,7 @@ def git_process(path: str | os.PathLike[str], *args: str,
     """``git -C path args...`` run to its end (exit status, stdout, stderr); None when git is missing or hangs.
 
     The one place git is started: :func:`run_git` (and so :func:`git_info`) and ``quantperf ab``'s
-    worktrees (:mod:`pytest_quantperf.abrun`) go through it.
+    worktrees (:mod:`pytest_quantperf.ab.run`) go through it.
     """
     try:
         return subprocess.run(["git", "-C", os.fspath(path), *args], capture_output=True, text=True,

@@ -2,8 +2,7 @@
 
 They used to live beside the code that raises them (``models``, ``measure``), so the backends,
 which raise ``MeasurementError`` and are called by ``measure``, imported their caller back: an
-import circle. Their old homes re-export them, so ``from pytest_quantperf.models import
-ModelError`` keeps working.
+import circle. Import them from here, or as ``pytest_quantperf.ModelError`` and so on.
 """
 from __future__ import annotations
 

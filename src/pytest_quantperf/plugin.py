@@ -105,7 +105,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     qs = _session(session.config)
     if qs is None or not qs.settings.baseline:
         return
-    from .storage import StorageError
+    from .store.schema import StorageError
 
     try:
         qs.load_baseline()
@@ -121,7 +121,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         marks = list(item.iter_markers("quant_budget"))
         if not marks:
             continue
-        from .budgets import BudgetError, merge_markers
+        from .verdicts.budgets import BudgetError, merge_markers
 
         try:
             item.stash[BUDGET_KEY] = merge_markers(item.nodeid, [(m.args, dict(m.kwargs)) for m in marks])
@@ -212,7 +212,7 @@ def _fail_fast_on_vram_budget(item: pytest.Item | None, spec: Any, qs: Any) -> N
     limit = budget.limits.get("vram_mb") if budget is not None else None
     if limit is None or not spec.device.startswith("cuda") or dict(spec.load_kwargs).get("device_map"):
         return
-    from . import fit
+    from .models import fit
     from .models import resolve_source
 
     try:

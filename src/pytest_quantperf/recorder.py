@@ -11,8 +11,8 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from .budgets import Budget, evaluate
-from .measure import GenerateResult, SamplingPlan, measure_generate
+from .verdicts.budgets import Budget, evaluate
+from .measure.generate import GenerateResult, SamplingPlan, measure_generate
 from .results import HIGHER, LOWER, Metric, TestResult, make_metric
 
 DEFAULT_PROMPT = "Who invented the light bulb?"
@@ -162,7 +162,7 @@ class Recorder:
                     self.session.warnings.append(f"{self.nodeid}: {res.work_note} (--quantperf-count-work=off "
                                                  "skips the counting run)")
             return
-        from .work import METRIC_OF, Work
+        from .measure.work import METRIC_OF, Work
 
         w = Work.from_dict(res.work)
         for kind in w.kinds_counted:
@@ -405,7 +405,7 @@ def promote_reference_only(result: TestResult) -> None:
 
 def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
     """Budgets first, then the baseline: one line per breach or regression."""
-    from .compare import judge_test, parse_tolerance, same_code_values
+    from .verdicts.compare import judge_test, parse_tolerance, same_code_values
 
     promote_reference_only(result)
     j = Judgement()

@@ -113,7 +113,7 @@ def pin_worker_gpu(worker_id: str | None, gpus: Sequence[int], device: str) -> s
 
 
 def _visible_ids() -> list[str] | None:
-    from .cuda_visible import visible_entries
+    from ._util.cuda_visible import visible_entries
 
     return visible_entries()
 

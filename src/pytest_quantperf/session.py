@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .measure import SamplingPlan
+from .measure.generate import SamplingPlan
 
 if TYPE_CHECKING:  # results is imported where a result first arrives, not in every pytest run
     from .results import TestResult
@@ -58,8 +58,8 @@ class Settings:
     def from_options(cls, opts: Mapping[str, Any], rootdir: str | os.PathLike) -> "Settings":
         """Parse option values at the edge; every error names the option and the valid form."""
         # light modules only: this runs in every pytest session where the plugin is installed
-        from .names import validate_name
-        from .tolerance import parse_tolerance_spec
+        from .store.names import validate_name
+        from .verdicts.tolerance import parse_tolerance_spec
 
         def name(opt: str) -> str | None:
             v = opts.get(opt)
@@ -97,7 +97,7 @@ class Settings:
         except ValueError:
             raise SettingsError("--quantperf-target-ci must be a fraction in (0, 1) and --quantperf-max-time "
                                 "a positive number of seconds") from None
-        from .host import parse_pin
+        from .measure.host import parse_pin
 
         try:
             pin = parse_pin(opts.get("pin_core"))
@@ -246,7 +246,7 @@ class QuantperfSession:
 
     # ----------------------------------------------------------------- baseline
     def storage(self):
-        from .storage import Storage
+        from .store.storage import Storage
 
         return Storage(self.settings.storage)
 
@@ -254,7 +254,7 @@ class QuantperfSession:
         """Read the baseline once; a missing one is a warning, a corrupt one an error."""
         if not self.settings.baseline:
             return
-        from .storage import StorageError
+        from .store.schema import StorageError
 
         try:
             got = self.storage().load(self.settings.baseline, self.env.get("hardware_id"))

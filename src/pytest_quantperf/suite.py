@@ -31,7 +31,7 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], first: str) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    from ._text import text_table
+    from ._util.text import text_table
 
     return text_table([[first, *cols], *([k, *(fmt(r.get(c, "")) for c in cols)] for k, r in rows.items())],
                       markdown=True)

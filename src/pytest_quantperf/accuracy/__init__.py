@@ -19,7 +19,7 @@ and runs on the model's own device, so the built-in evaluations take seconds on 
 
 The package keeps one module per figure (``perplexity``, ``mc`` on top of ``loglik``,
 ``agreement``), the data they read (``datasets``) and the forward passes they share
-(``_forward``); this module re-exports the names callers use. Refusing accuracy on synthetic
+(``_forward``); this module hands on the names callers use. Refusing accuracy on synthetic
 or non-transformers models is the recorder's policy (``recorder.AccuracyRefused``), not these
 functions'.
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Sequence
 
-from ..weights import no_grad_mode
+from ..models.weights import no_grad_mode
 
 # Most positions whose logits one forward pass may hold (positions x vocab floats): bounds the
 # memory of batched windows (4096 x 49152 float32 = 768 MiB).

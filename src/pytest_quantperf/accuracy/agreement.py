@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..weights import no_grad_mode
+from ..models.weights import no_grad_mode
 from ._forward import _batches, _check_positive, _encode, _evaluating, _forward_logits, _pad_id
 from .datasets import default_text
 

@@ -2,7 +2,7 @@
 
 A backend is one small protocol: turn prompts into inputs once, then run one greedy generation of
 exactly ``max_new_tokens`` new tokens and say when it started, when the first token existed and
-when it ended. Timing, repeats, memory and budgets stay in :mod:`pytest_quantperf.measure`, so a
+when it ended. Timing, repeats, memory and budgets stay in :mod:`pytest_quantperf.measure.generate`, so a
 new backend (llama.cpp, MLX, ...) gets all of them for free.
 """
 from __future__ import annotations

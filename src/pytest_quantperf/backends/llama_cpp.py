@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from ..errors import BackendUnavailable, MeasurementError, ModelError
 from ..models import LoadedModel, ModelSpec
-from ..sources import default_gguf_path
+from ..models.sources import default_gguf_path
 from . import BackendInfo, RunTiming, unavailable_reason
 
 

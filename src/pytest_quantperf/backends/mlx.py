@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import BackendUnavailable, MeasurementError, ModelError
 from ..models import LoadedModel, ModelSpec
-from ..sources import default_gguf_path, gguf_to_safetensors
+from ..models.sources import default_gguf_path, gguf_to_safetensors
 from . import BackendInfo, RunTiming, unavailable_reason
 
 MLX_BITS = (2, 3, 4, 6, 8)

@@ -13,7 +13,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from ..errors import MeasurementError
-from ..weights import no_grad_mode
+from ..models.weights import no_grad_mode
 
 #: generate arguments quantperf sets itself: the length and the streamer that times the first token,
 #: and the prompt (given as ``prompt`` or ``messages``); anything that can end a run early

@@ -20,10 +20,10 @@ from .. import options as _options
 from . import ab, fit
 from .accept import cmd_accept
 from .baselines import cmd_compare, cmd_list, cmd_report, cmd_show
-from .common import CliError, VerbParser, load_run  # noqa: F401 (CliError, load_run: re-exported)
+from .common import CliError, VerbParser
 from .history import cmd_history
 
-__all__ = ["main", "build_parser", "CliError", "load_run", "PROG"]
+__all__ = ["main", "build_parser", "PROG"]
 
 PROG = "quantperf"
 

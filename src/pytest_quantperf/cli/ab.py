@@ -5,8 +5,8 @@ machine changed, not the code.  Here both sides run on the same machine in the s
 alternating in rounds (A B, B A, A B, ...), so drift in machine load hits both sides alike,
 and the verdict rests on the per-round *paired* differences.
 
-This module is the command: its options, the run (:func:`pytest_quantperf.abrun.run_ab`), the
-verdicts (:func:`pytest_quantperf.abverdict.judge_rounds`, rules in docs/ab.md) and what is
+This module is the command: its options, the run (:func:`pytest_quantperf.ab.run.run_ab`), the
+verdicts (:func:`pytest_quantperf.ab.verdict.judge_rounds`, rules in docs/ab.md) and what is
 printed and written.  Exit status: 0 no regression, 1 a regression, 2 bad input (not a git
 repository, unknown REF, pytest could not run, no test measured on both sides).  No pytest imports.
 """
@@ -91,7 +91,7 @@ def _available() -> bool:
     """Whether the modules the command runs on are installed; says what is missing when not."""
     import importlib
 
-    for name in ("pytest_quantperf.abrun", "pytest_quantperf.abverdict"):
+    for name in ("pytest_quantperf.ab.run", "pytest_quantperf.ab.verdict"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -105,13 +105,13 @@ def _available() -> bool:
 
 def _rounds_in(runs: Sequence[Mapping[str, Any]], state: str) -> list[int]:
     """Rounds in which a run (either side) was in ``state``."""
-    from ..abrun import run_host_state
+    from ..ab.run import run_host_state
 
     return sorted({int(r["round"]) for r in runs if run_host_state(r) == state})
 
 
 def _summary(verdicts: Sequence[Any]) -> dict[str, int]:
-    from ..abverdict import STATUSES
+    from ..ab.verdict import STATUSES
 
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:
@@ -127,7 +127,7 @@ def _plan(args: argparse.Namespace) -> tuple[int, int, float]:
     for more.  The second look needs enough rounds for the signed-rank test to reach what the
     first left of alpha (9 at 0.0022).
     """
-    from ..abrun import ABError
+    from ..ab.run import ABError
     from ..stats import rounds_for_alpha, second_look_alpha
 
     rounds = args.rounds if args.rounds is not None else rounds_for_alpha(args.alpha)
@@ -153,11 +153,11 @@ def cmd_ab(args: argparse.Namespace) -> int:
     """Run both sides, judge, print the tables and the summary, write ``--json``; the exit status."""
     if not _available():
         return 2
-    from .. import host as _host
-    from .._io import write_atomic
-    from ..abrun import ABError, format_host_table, run_ab, run_host_state
-    from ..abverdict import STATUSES, _pct, format_table, judge_rounds, second_look, undecided
-    from ..compare import parse_tolerance_spec
+    from ..measure import host as _host
+    from .._util.io import write_atomic
+    from ..ab.run import ABError, format_host_table, run_ab, run_host_state
+    from ..ab.verdict import STATUSES, _pct, format_table, judge_rounds, second_look, undecided
+    from ..verdicts.compare import parse_tolerance_spec
 
     pytest_args = list(getattr(args, "pytest_args", None) or [])
     try:

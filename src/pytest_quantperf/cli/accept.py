@@ -32,7 +32,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
     stored value is the baseline's own, and accepting that changes no verdict.  The command then
     refuses and names ``--from`` and ``--value`` instead of writing a record that accepts nothing.
     """
-    from ..storage import StorageError
+    from ..store.schema import StorageError
 
     if not args.reason.strip():
         raise CliError("an acceptance needs a reason: say why this change is intended (--reason TEXT)")

@@ -63,7 +63,7 @@ def _find_storage(explicit: str | None) -> str:
 
 
 def _storage(args: argparse.Namespace):
-    from ..storage import Storage
+    from ..store.storage import Storage
 
     return Storage(_find_storage(getattr(args, "storage", None)))
 
@@ -74,7 +74,8 @@ def _looks_like_path(ref: str) -> bool:
 
 def load_run(args: argparse.Namespace, ref: str, hardware_id: str | None = None) -> tuple[dict[str, Any], str]:
     """A run document from a baseline name or a JSON file path; ``(doc, description)``."""
-    from ..storage import StorageError, validate_doc, validate_name
+    from ..store.names import validate_name
+    from ..store.schema import StorageError, validate_doc
 
     if _looks_like_path(ref):
         try:
@@ -110,7 +111,7 @@ def load_run(args: argparse.Namespace, ref: str, hardware_id: str | None = None)
 
 
 def _tolerances(args: argparse.Namespace) -> dict[str, Any]:
-    from ..compare import parse_tolerance_spec
+    from ..verdicts.compare import parse_tolerance_spec
 
     try:
         return parse_tolerance_spec(getattr(args, "tolerance", None) or "")
@@ -120,7 +121,7 @@ def _tolerances(args: argparse.Namespace) -> dict[str, Any]:
 
 def _per_test_tolerances(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The ``tolerance=`` of each test's quant_budget marker, as stored with its budgets."""
-    from ..compare import parse_tolerance
+    from ..verdicts.compare import parse_tolerance
 
     out: dict[str, dict[str, Any]] = {}
     for nid, t in (doc.get("tests") or {}).items():
@@ -134,7 +135,7 @@ def _per_test_tolerances(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _compare(args: argparse.Namespace, base: Mapping[str, Any], cur: Mapping[str, Any], base_name: str):
-    from ..compare import compare_runs
+    from ..verdicts.compare import compare_runs
 
     history = None
     if not _looks_like_path(base_name):
@@ -193,6 +194,6 @@ def _history_for(args: argparse.Namespace, name: str | None, doc: Mapping[str, A
 
 
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:
-    from .._text import text_table
+    from .._util.text import text_table
 
     print(text_table(rows))

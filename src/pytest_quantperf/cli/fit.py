@@ -1,4 +1,4 @@
-"""``quantperf fit MODEL --quant Q --gpu-mb N``: will it fit? The prediction itself is :mod:`pytest_quantperf.fit`."""
+"""``quantperf fit MODEL --quant Q --gpu-mb N``: will it fit? The prediction itself is :mod:`pytest_quantperf.models.fit`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from ..fit import GIB, MIB, QUANTS, FitError, FitPrediction, predict
+from ..models.fit import GIB, MIB, QUANTS, FitError, FitPrediction, predict
 
 DESCRIPTION = ("Predict weight and peak GPU memory of a model from its config, before any load. "
                "Exit 0 if it fits, 1 if not, 2 on bad input.")
@@ -36,7 +36,7 @@ def format_prediction(pred: FitPrediction, gpu_mb: float | None = None) -> str:
     if pred.overhead_bytes:
         rows.append(("CUDA context (estimate)", _fmt_bytes(pred.overhead_bytes)))
         rows.append(("needed on the device", f"{pred.required_mb:,.0f} MiB"))
-    from .._text import text_table
+    from .._util.text import text_table
 
     lines = [text_table(rows, header=False)]
     if gpu_mb is not None:

@@ -17,7 +17,7 @@ def _match_tests(nodeids: Sequence[str], want: str | None) -> list[str]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from ..storage import StorageError
+    from ..store.schema import StorageError
 
     st = _storage(args)
     try:
@@ -30,7 +30,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no history{f' for {args.name!r}' if args.name else ''} in {st.url}")
         return 0
     if args.csv:
-        from ..runs import load_runs
+        from ..store.runs import load_runs
 
         df = load_runs(st.url, args.name, test=args.test, metric=args.metric)
         if args.limit:
@@ -90,7 +90,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def _history_html(args: argparse.Namespace, series: Mapping[tuple[str, str], list[dict[str, Any]]],
                   units: Mapping[tuple[str, str], str], accepts: Sequence[Mapping[str, Any]]) -> None:
-    from ..report import write_atomic
+    from .._util.io import write_atomic
     from ..report.charts import Charts
     from ..report.html import _env, safe_json
     from markupsafe import Markup

@@ -8,21 +8,19 @@ One module per concern: ``nvml`` (state, clock-event reasons and throttle flags,
 NVML index mapping, device info, energy), ``kernel_time`` (CUPTI kernel time through kineto's
 raw events or ``torch.profiler``), ``window`` (the same from the prefill and a window of decode
 steps of one otherwise plain generate: what measurements use), ``roofline`` (bandwidth, KV-cache bytes, utilisation); this
-module re-exports every name callers use. torch and pynvml are imported inside functions:
+module hands on every name callers use. torch and pynvml are imported inside functions:
 importing this package costs nothing and works on machines without either.
 """
 from __future__ import annotations
 
 from .kernel_time import (DEVICE_WORK_KINDS, PATH_PROFILER, PATH_RAW, KernelProfile,  # noqa: F401
-                          _profile_raw, _raw_api, gpu_kernel_time_ms, kernel_time_us, profile_kernels,
+                          gpu_kernel_time_ms, kernel_time_us, profile_kernels,
                           sum_device_work)
 from .nvml import (CLOCK_REASON_BITS, HW_SLOWDOWN_REASONS, MIB, POWER_REASONS,  # noqa: F401
                    THERMAL_REASONS, THROTTLE_FLAGS, THROTTLE_REASONS, EnergyMeter, GpuInfo, GpuState,
-                   Nvml, _parse_pci, _torch_index, decode_clock_reasons, is_throttled,
+                   Nvml, decode_clock_reasons, is_throttled,
                    map_to_nvml_index, throttle_flags)
 from .window import PATH_WINDOW, WindowProfile, profile_generate, profile_window, window_start  # noqa: F401
 from .roofline import (bw_util, bytes_per_token, kv_cache_bytes_per_token,  # noqa: F401
                        measure_bandwidth_gbs, text_config)
 
-# _parse_pci, _torch_index (nvml), _raw_api and _profile_raw (kernel_time) are re-exported for
-# the tests and benchmarks/kernel_time_cost.py, which exercise them as gpu.<name>.

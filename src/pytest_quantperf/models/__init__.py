@@ -4,15 +4,16 @@ Kept free of pytest so the ``quantperf`` command and benchmarks load models the 
 fixtures do. torch, transformers and bitsandbytes are imported inside functions: importing this
 package costs nothing. One module per concern: ``spec`` (names and validation), ``synthetic``
 (random-weight presets, in-memory quantization), ``loading`` (``load`` and the handle),
-``inspect`` (what the loaded model holds), ``cache`` (the session's LRU); this module
-re-exports every name, including those whose home is ``sources``, ``weights`` and ``errors``.
+``inspect`` (what the loaded model holds), ``cache`` (the session's LRU), ``sources`` (where the
+default model's files come from), ``weights`` (the bytes the weights take) and ``fit`` (will it
+fit: imported on its own, not here); this module hands on the names callers use. The model
+exceptions live in :mod:`pytest_quantperf.errors`.
 """
 from __future__ import annotations
 
-from ..errors import ModelError, QuantMismatchError  # noqa: F401 (re-exported: their old home)
-from ..sources import (DEFAULT_GGUF, DEFAULT_MODEL, SYNTHETIC_PRESETS, cache_root,  # noqa: F401 (re-exported)
+from .sources import (DEFAULT_GGUF, DEFAULT_MODEL, SYNTHETIC_PRESETS, cache_root,  # noqa: F401
                        default_gguf_path, file_sha256, gguf_to_safetensors, synthetic_config)
-from ..weights import measured_weight_bytes  # noqa: F401 (re-exported)
+from .weights import measured_weight_bytes  # noqa: F401
 from .cache import ModelCache  # noqa: F401
 from .inspect import (QuantSummary, inspect_quantization, per_device_bytes,  # noqa: F401
                       verify_quantization)

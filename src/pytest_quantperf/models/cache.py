@@ -45,7 +45,7 @@ class ModelCache:
 
         need = None
         with contextlib.suppress(Exception):
-            from .. import fit
+            from . import fit
 
             need = fit.predict(spec.model if spec.synthetic else resolve_source(spec, self.default_model)[0],
                                spec.quant, double_quant=bool(spec.double_quant),

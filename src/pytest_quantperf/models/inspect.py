@@ -166,7 +166,7 @@ def inspect_quantization(model, spec: ModelSpec, footprint_bytes: int, *, method
                 "checkpoint's quantized size")
     predicted = None
     with contextlib.suppress(Exception):
-        from .. import fit
+        from . import fit
 
         if fit.predictable(spec.quant):
             predicted = int(fit.predict(model.config, spec.quant, double_quant=bool(spec.double_quant),

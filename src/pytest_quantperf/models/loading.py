@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import ModelError
-from ..sources import DEFAULT_MODEL, default_gguf_path, gguf_to_safetensors
-from ..weights import measured_weight_bytes
+from .sources import DEFAULT_MODEL, default_gguf_path, gguf_to_safetensors
+from .weights import measured_weight_bytes
 from . import methods
 from .inspect import QuantSummary, inspect_quantization, per_device_bytes, verify_quantization
 from .spec import ModelSpec, _thaw, default_compute_dtype, torch_dtype, weight_dtype

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ModelError
-from ..sources import SYNTHETIC_PRESETS
+from .sources import SYNTHETIC_PRESETS
 
 
 BNB_QUANTS = ("int8", "nf4", "fp4")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from ..errors import ModelError
-from ..sources import synthetic_config
+from .sources import synthetic_config
 from .spec import ModelSpec, default_compute_dtype, torch_dtype, weight_dtype
 
 

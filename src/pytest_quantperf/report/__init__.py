@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from .._io import write_atomic  # re-exported: the one atomic writer (cli, exports)
-from .jsonout import clean_json, dumps_strict  # noqa: F401 (re-exported)
+from .._util.io import write_atomic
+from .jsonout import clean_json, dumps_strict
 from .view import build_view, flat_rows
 
-__all__ = ["write_atomic", "write_run_reports", "write_terminal", "json_report", "write_reports", "build_view",
-           "load_history", "clean_json"]
+__all__ = ["write_run_reports", "write_terminal", "json_report", "write_reports", "build_view", "load_history"]
 
 
 _ROW_KEYS_DROPPED = ("samples", "baseline_samples", "key")

@@ -11,7 +11,7 @@ import math
 import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..budgets import RELATIVE, absolute_limit, relative_limit
+from ..verdicts.budgets import RELATIVE, absolute_limit, relative_limit
 from ..results import METRICS
 
 #: worst first: the status a row shows is the worst of its verdicts

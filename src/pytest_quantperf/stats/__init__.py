@@ -12,7 +12,7 @@ the functions that use them: importing this package (as configure-time code may)
 * :mod:`.rounds`: paired rounds (``quantperf ab``): the change over rounds, the signed-rank test
   across rounds and the stratified rank test within them.
 
-Every name is re-exported here: ``stats.median_ci``, ``from pytest_quantperf.stats import ...``.
+Every name is handed on here: ``stats.median_ci``, ``from pytest_quantperf.stats import ...``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Verdicts: the one rule (:mod:`.rule`) and the reasons that withhold gating (:mod:`.reasons`).
+"""Verdicts: the one rule (:mod:`.rule`), the reasons that withhold gating (:mod:`.reasons`), tolerances
+(:mod:`.tolerance`), per-test and run comparisons (:mod:`.compare`) and budgets (:mod:`.budgets`).
 
 Pure Python: this package imports neither torch nor pytest.
 """

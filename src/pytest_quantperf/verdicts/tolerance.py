@@ -1,6 +1,6 @@
 """The tolerance grammar: how far a metric may move before a comparison counts it.
 
-Split out of :mod:`pytest_quantperf.compare` because ``pytest_configure`` parses
+Split out of :mod:`pytest_quantperf.verdicts.compare` because ``pytest_configure`` parses
 ``--quantperf-tolerance`` in every pytest run where the plugin is installed, and the verdict rules
 need numpy and scipy; this module needs neither (only :mod:`pytest_quantperf.results`'s metric
 catalogue), so a session that never uses quantperf stays light.
@@ -114,7 +114,7 @@ def parse_tolerance_spec(spec: str) -> dict[str, Tolerance]:
 @functools.cache
 def _default_tolerances() -> dict[str, Tolerance]:
     """The catalogue's tolerances, built on first use (the catalogue is not needed to parse options)."""
-    from .results import METRICS
+    from ..results import METRICS
 
     return {n: parse_tolerance(i.tolerance) for n, i in METRICS.items()}
 
@@ -145,6 +145,6 @@ def tolerance_for(nodeid: str, name: str, tolerances: Mapping[str, Tolerance],
     defaults = _default_tolerances()
     if base in defaults:
         return defaults[base]
-    from .results import metric_info
+    from ..results import metric_info
 
     return parse_tolerance(metric_info(name).tolerance)

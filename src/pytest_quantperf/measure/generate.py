@@ -8,8 +8,8 @@ time budget that covers the whole measurement (warm-up and profiling included); 
 synchronised around every timed region; the profiler never touches the wall-clock samples; the
 NVML energy counter is read around every timed run, so energy has one sample per run.
 
-Host peak memory, the model's GPUs and out-of-memory handling live in ``memory`` (``HostPeak``
-is still importable from here); GPU readings come from ``gpu``.
+Host peak memory, the model's GPUs and out-of-memory handling live in ``memory``; GPU readings
+come from ``gpu``.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .backends import RunTiming, backend_for
-from .errors import MeasurementError  # noqa: F401 (re-exported: its old home)
+from ..backends import RunTiming, backend_for
+from ..errors import MeasurementError
 from .memory import HostPeak, _cuda_devices, _free_after_oom, _oom_message, _own_bytes_per_device
 
 
@@ -75,7 +75,7 @@ class SamplingPlan:
 
         Reasons: ``fixed repeat=N``, ``max_n``, ``time``, ``min_n``, ``converged``, ``more``.
         """
-        from . import stats
+        from .. import stats
 
         n = len(latencies_s)
         if self.repeat is not None:
@@ -239,7 +239,7 @@ def measure_generate(lm: Any, prompts: Sequence[Any], max_new_tokens: int, plan:
 def _measure(lm: Any, prompts: Sequence[Any], max_new_tokens: int, plan: SamplingPlan, *,
              nvml: Any, bandwidth_gbs: float | None, gpu_time: bool, count_work: bool = False,
              generate_kwargs: Mapping[str, Any] | None = None) -> GenerateResult:
-    from . import stats
+    from .. import stats
 
     backend = backend_for(lm)
     if generate_kwargs:
@@ -288,7 +288,7 @@ def _measure(lm: Any, prompts: Sequence[Any], max_new_tokens: int, plan: Samplin
     # --- GPU kernel time, from a profiled run of its own
     gms: list[float] = []
     if profile:
-        from .gpu import profile_generate
+        from ..gpu import profile_generate
 
         t_prof = time.perf_counter()
         for _ in range(max(plan.gpu_time_runs, 1)):
@@ -385,13 +385,13 @@ def _measure(lm: Any, prompts: Sequence[Any], max_new_tokens: int, plan: Samplin
         # some per-run reading failed: one figure over all timed runs rather than a biased subset
         res.values["energy_j_per_token"] = (e_last - e_first) / 1e3 / total_tokens
     if states:
-        from . import gpu
+        from .. import gpu
 
         res.gpu_state = [s.to_dict() if hasattr(s, "to_dict") else dict(vars(s)) for s in states]
         res.flags.extend(gpu.throttle_flags(states))
 
     if gms:
-        from . import gpu
+        from .. import gpu
 
         res.samples["gpu_ms"] = gms
         res.samples["gpu_ms_per_token"] = [g / max_new_tokens for g in gms]
@@ -436,7 +436,7 @@ def _count_work(res: GenerateResult, backend: Any, prepared: Any, max_new_tokens
 
 def bytes_read_per_token(lm: Any, context_len: int, batch: int = 1) -> float:
     """Bytes a decode step reads: every weight once plus the KV cache so far."""
-    from . import gpu
+    from .. import gpu
 
     kv = 0.0
     with contextlib.suppress(Exception):

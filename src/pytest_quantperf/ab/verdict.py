@@ -3,7 +3,7 @@
 :func:`judge_rounds` pairs the run documents of each round and judges every metric of every
 test present on both sides with :func:`judge_metric` (rules in its docstring and docs/ab.md);
 the statistics it rests on are :mod:`pytest_quantperf.stats.rounds`.  No pytest imports, no
-subprocesses: the runs themselves are :mod:`pytest_quantperf.abrun`'s.
+subprocesses: the runs themselves are :mod:`pytest_quantperf.ab.run`'s.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import statistics
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from . import host as _host
-from . import stats
-from .compare import STAT_KINDS, Tolerance, tolerance_for
-from .verdicts.rule import Band, band_for, decide
-from .results import HIGHER, LOWER, Metric, metric_info
-from .stats import DEFAULT_ALPHA, rounds_for_alpha
+from ..measure import host as _host
+from .. import stats
+from ..verdicts.compare import STAT_KINDS, Tolerance, tolerance_for
+from ..verdicts.rule import Band, band_for, decide
+from ..results import HIGHER, LOWER, Metric, metric_info
+from ..stats import DEFAULT_ALPHA, rounds_for_alpha
 
 __all__ = ["ABVerdict", "STATUSES", "judge_metric", "judge_rounds", "undecided", "second_look", "format_table"]
 
@@ -194,7 +194,7 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
         lo, hi = mean - h, mean + h
         method = "t across rounds"
     else:
-        from .stats.samples import _rel_se_median
+        from ..stats.samples import _rel_se_median
 
         se = math.hypot(_rel_se_median(_values(base_rounds[0])), _rel_se_median(_values(head_rounds[0])))
         h = stats.t_quantile(1 - alpha, None) * se if math.isfinite(se) else math.inf

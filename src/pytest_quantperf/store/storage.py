@@ -27,7 +27,7 @@ at exactly the same time, give them distinct names or save from one job.
 Reading validates: a file that is not JSON, has the wrong shape, or a ``schema`` newer than
 this version raises :class:`StorageError` naming the file and what to do.  A failed read never
 modifies a file.  The shape checks and the JSON form live in :mod:`schema` (``validate_doc``,
-``dumps``, ``StorageError``), re-exported here.
+``dumps``, ``StorageError``).
 """
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ from typing import Any, Iterator, Mapping
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._io import write_atomic
+from .._util.io import write_atomic
+from ..results import SCHEMA
 from .names import validate_name
-from .results import SCHEMA
-from .schema import StorageError, dumps, validate_doc  # noqa: F401 (re-exported)
+from .schema import StorageError, dumps, validate_doc
 
-__all__ = ["Storage", "StorageError", "BaselineNotFound", "validate_name", "validate_doc", "dumps"]
+__all__ = ["Storage", "BaselineNotFound"]
 
 class BaselineNotFound(StorageError):
     """No baseline of that name exists in the storage."""

@@ -1,8 +1,7 @@
 """What the weights of a loaded model really occupy, counted from the tensors themselves.
 
-Shared by :mod:`pytest_quantperf.models` (the footprint of every load) and
-:mod:`pytest_quantperf.fit` (prediction checked against measurement); its own module so that
-neither imports the other for it. torch is imported inside the function.
+Shared by :mod:`.loading` (the footprint of every load) and :mod:`.fit`'s tests and benchmarks
+(prediction checked against measurement); its own module so that neither imports the other for it. torch is imported inside the function.
 """
 from __future__ import annotations
 

@@ -4,15 +4,14 @@ Baselines, history entries and ``--quantperf-json`` share one document (``docs/a
 "The run document"). :func:`validate_doc` checks a document read from anywhere (a stored file, a
 file given on the command line) and raises :class:`StorageError` naming its source and the first
 problem; :func:`dumps` writes the diffable JSON every stored file has (sorted keys, one-space
-indent). Standard library only, nothing of fsspec: ``storage`` builds on this module and
-re-exports every name here.
+indent). Standard library only, nothing of fsspec: ``storage`` builds on this module.
 """
 from __future__ import annotations
 
 import json
 from typing import Any, Mapping
 
-from .results import SCHEMA
+from ..results import SCHEMA
 
 __all__ = ["StorageError", "validate_doc", "dumps"]
 

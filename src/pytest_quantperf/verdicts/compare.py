@@ -22,12 +22,12 @@ import statistics
 from dataclasses import dataclass, field, asdict, replace
 from typing import Sequence, Any, Mapping
 
-from . import stats
-from .results import Metric, metric_info, LOWER, HIGHER
+from .. import stats
+from ..results import Metric, metric_info, LOWER, HIGHER
 from .tolerance import (DEFAULT_TOLERANCES, Tolerance, base_metric_name,  # noqa: F401 (public names)
                         parse_tolerance, parse_tolerance_spec, tolerance_for)
-from .verdicts import reasons as _r
-from .verdicts.rule import ALPHA, INCONCLUSIVE, PASS, REGRESSION, band_for, decide
+from . import reasons as _r
+from .rule import ALPHA, INCONCLUSIVE, PASS, REGRESSION, band_for, decide
 
 __all__ = [
     "Tolerance", "parse_tolerance", "parse_tolerance_spec", "DEFAULT_TOLERANCES", "Verdict",
@@ -197,7 +197,7 @@ def _scale(ref: float, value: float, tol: Tolerance, better: str) -> float:
 
 def _work_named(name: str, base: Metric, cur: Metric) -> str:
     """The largest per-name changes of a work figure (``+1 aten._local_scalar_dense per token``)."""
-    from .work import METRIC_OF, describe_changes
+    from ..measure.work import METRIC_OF, describe_changes
 
     kinds = {m: k for k, m in METRIC_OF.items()}
     kind = kinds.get(base_metric_name(name))

@@ -50,7 +50,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .weights import measured_weight_bytes  # noqa: F401 (prediction's yardstick; its home is weights)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -286,7 +285,7 @@ def count_from_fields(config: Any) -> ParamCounts:
     The fallback when a config cannot be built: biases only where ``attention_bias`` /
     ``mlp_bias`` say so, rotary tables of head_dim/2 fp32 values (two copies, as transformers keeps).
     """
-    from .gpu import text_config
+    from ..gpu import text_config
 
     c = text_config(config)
     H = int(_g(c, "hidden_size"))
@@ -450,7 +449,7 @@ def activation_estimate(config: Any, counts: ParamCounts, quant: str, *, context
       copy of the input and an int32 output of the widest layer.
     Attention scores are not materialised (SDPA's flash / memory-efficient kernels).
     """
-    from .gpu import text_config
+    from ..gpu import text_config
 
     c = text_config(config)
     H = int(_g(c, "hidden_size", "n_embd", "d_model", default=0))
@@ -475,7 +474,7 @@ def activation_estimate(config: Any, counts: ParamCounts, quant: str, *, context
 
 def _kv_bytes(config: Any, context_len: int, batch: int, dtype_bytes: int) -> int:
     """KV cache of ``batch`` sequences of ``context_len`` tokens; sliding-window layers hold at most the window."""
-    from .gpu import kv_cache_bytes_per_token, text_config
+    from ..gpu import kv_cache_bytes_per_token, text_config
 
     c = text_config(config)
     per_token = kv_cache_bytes_per_token(c, dtype_bytes)
@@ -495,7 +494,7 @@ def default_param_dtype(quant: str, compute_dtype: str | None, device: str) -> s
         return normalize_dtype(quant)
     if compute_dtype:
         return normalize_dtype(compute_dtype)
-    from .models.spec import method_compute_dtype
+    from .spec import method_compute_dtype
 
     return method_compute_dtype(quant, str(device))
 

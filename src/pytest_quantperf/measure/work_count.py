@@ -237,7 +237,7 @@ class _Cuda:
     def __init__(self, device: Any) -> None:
         import torch
 
-        from .gpu.kernel_time import _raw_api, _require_cuda
+        from ..gpu.kernel_time import _raw_api, _require_cuda
 
         _require_cuda()
         api = _raw_api()
@@ -285,7 +285,7 @@ class _Cuda:
 
 def window_start(n_tokens: int, window: int) -> int | None:
     """After which generated token the window opens, or None: count the whole generate."""
-    from .gpu.window import window_start as ws
+    from ..gpu.window import window_start as ws
 
     return ws(n_tokens, window)
 

@@ -95,7 +95,7 @@ def _own_bytes_per_device(lm: Any, cuda_devs: list[str]) -> dict[str, int]:
     """This model's weight bytes on each GPU (all of its footprint when it sits on one)."""
     if len(cuda_devs) == 1 and not getattr(lm.model, "hf_device_map", None):
         return {cuda_devs[0]: int(lm.footprint_bytes)}
-    from .models import per_device_bytes
+    from ..models import per_device_bytes
 
     out: dict[str, int] = {}
     for dev, n in per_device_bytes(lm.model).items():

@@ -1,7 +1,7 @@
 """Baseline names: the one rule for ``--quantperf-save``, ``--quantperf-baseline`` and the CLI.
 
 Its own module because ``pytest_configure`` checks these names in every run, and
-:mod:`pytest_quantperf.storage` imports fsspec, which a session that never saves or compares must
+:mod:`pytest_quantperf.store.storage` imports fsspec, which a session that never saves or compares must
 not pay for.
 """
 from __future__ import annotations
