@@ -57,6 +57,24 @@ class WindowProfile:
                 "collect_ms": round(self.collect_ms, 2)}
 
 
+def window_step(i: int, first: int, window: int, is_on: Callable[[], bool], start: Callable[[], None],
+                stop: Callable[[], None], *, last: int | None = None) -> None:
+    """The one window rule, at generated token ``i``: stop after the prefill (token 1), start at
+    ``first``, stop after ``window`` decode steps, and (with ``last``) start again for the final one.
+
+    Kernel time and the work count both measure a window of decode steps and scale it; they share
+    this rule so that their windows are the same steps.
+    """
+    if i == 1 and is_on():
+        stop()
+    if i == first and not is_on():
+        start()
+    if i == first + window and is_on():
+        stop()
+    if last is not None and i == last and not is_on():
+        start()
+
+
 def window_start(n_tokens: int, window: int) -> int | None:
     """After which generated token the window opens (it closes ``window`` tokens later), or None
     when the generate is too short for a window to save anything."""
@@ -106,12 +124,7 @@ def profile_window(run: Callable[[Callable[[int], None]], Any], n_tokens: int, *
 
     def on_step(i: int) -> None:
         last[0] = max(last[0], i)
-        if i == 1 and on[0]:
-            stop()
-        if i == a and not on[0]:
-            start()
-        if i == a + window and on[0]:
-            stop()
+        window_step(i, a, window, lambda: on[0], start, stop)
 
     start()
     t0 = time.perf_counter()

@@ -186,24 +186,21 @@ class _PyCalls:
         c_name = _c_name
 
         def prof(frame: Any, event: str, arg: Any) -> None:
+            if event != "call" and event != "c_call":
+                return
+            code = frame.f_code
+            if code in skip_:
+                return
+            if code in children_ and frame.f_back is not None and frame.f_back.f_code in skip_:
+                return
             if event == "call":
-                code = frame.f_code
-                if code in skip_:
-                    return
-                if code in children_ and frame.f_back is not None and frame.f_back.f_code in skip_:
-                    return
                 n = calls.get(code)
                 if n is None:
                     calls[code] = 1
                     mods[code] = frame.f_globals.get("__name__") or code.co_filename
                 else:
                     calls[code] = n + 1
-            elif event == "c_call":
-                code = frame.f_code
-                if code in skip_:
-                    return
-                if code in children_ and frame.f_back is not None and frame.f_back.f_code in skip_:
-                    return
+            else:
                 name = c_name(arg)
                 c_calls[name] = c_calls.get(name, 0) + 1
 
@@ -333,6 +330,8 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
     a = window_start(max_new_tokens, window) if window and getattr(backend, "step_hook", False) else None
 
     def on_step(i: int) -> None:
+        # gpu.window.window_step's rule, written out: this hook runs while the Python calls are being
+        # counted, and every frame a helper added would be counted as the decode's own
         if a is None:
             return
         if i == 1 and on[0]:
