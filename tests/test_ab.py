@@ -303,18 +303,20 @@ def test_ab_flags_a_sleep_per_sample(repo: Path, monkeypatch: pytest.MonkeyPatch
                                      capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     monkeypatch.chdir(repo)
     out = tmp_path / "ab.json"
-    rc = ab.main(["--base", "HEAD~1", "--rounds", "3", "--json", str(out), "--", *PYTEST_ARGS])
+    # seven rounds: the fewest at which the exact interval across rounds can decide at alpha 0.01 (a
+    # regression needs every round beyond the tolerance); three rounds' t interval is too wide
+    rc = ab.main(["--base", "HEAD~1", "--rounds", "7", "--max-rounds", "7", "--json", str(out), "--", *PYTEST_ARGS])
     cap = capsys.readouterr()
     assert rc == 1, cap.out + cap.err
     assert "step_ms" in cap.out and "REGRESSION" in cap.out
     doc = json.loads(out.read_text())
     (v,) = [v for v in doc["verdicts"] if v["metric"] == "step_ms"]
     assert v["nodeid"] == "test_speed.py::test_step"
-    assert v["status"] == "regression" and v["change"] > 0.1 and v["rounds"] == 3
-    assert all(c > 0 for c in v["round_changes"])
+    assert v["status"] == "regression" and v["change"] > 0.1 and v["rounds"] == 7
+    assert all(c > 0.1 for c in v["round_changes"])
     # interleaved: base first in odd rounds, head first in even ones
     assert [(r["round"], r["side"]) for r in doc["runs"]] == [
-        (1, "base"), (1, "head"), (2, "head"), (2, "base"), (3, "base"), (3, "head")]
+        (k, side) for k in range(1, 8) for side in (("base", "head") if k % 2 else ("head", "base"))]
     assert doc["base"]["commit"] == _git(repo, "rev-parse", "HEAD~1").strip()
     assert len(_worktrees(repo)) == 1  # the base worktree is gone
     # every run says what it had of the machine, in the JSON and in the printed table
@@ -323,7 +325,7 @@ def test_ab_flags_a_sleep_per_sample(repo: Path, monkeypatch: pytest.MonkeyPatch
         assert h["state"] in host.STATES and 0 <= h["contention"] <= 1 and h["cpu_s"] > 0, r
         assert h["wall_s"] == pytest.approx(r["wall_s"], abs=1e-3)
     assert "host load per run:" in cap.out and "contention" in cap.out
-    assert sum(doc["host"]["counts"].values()) == 6
+    assert sum(doc["host"]["counts"].values()) == 14
 
 
 @pytest.mark.slow
