@@ -459,3 +459,53 @@ def test_keep_worktree_leaves_it_for_inspection(repo: Path, monkeypatch: pytest.
             shutil.rmtree(Path(path).parent, ignore_errors=True)
         _git(repo, "worktree", "prune")
     assert not wt.exists()
+
+
+ENV_SUITE = '''\
+import os
+import time
+
+
+def test_step(quantperf):
+    samples = []
+    for _ in range(20):
+        t = time.perf_counter()
+        if os.environ.get("QP_SLOW_ENV"):
+            time.sleep(0.004)
+        time.sleep(0.001)
+        samples.append((time.perf_counter() - t) * 1000)
+    quantperf.record("step_ms", samples, unit="ms")
+'''
+
+
+@pytest.mark.slow
+def test_base_python_measures_two_environments_of_one_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--base HEAD --base-python: the same code in two environments; the slower one is the base here."""
+    import os
+    import sys
+
+    root = tmp_path / "envrepo"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "ab@example.com")
+    _git(root, "config", "user.name", "A B")
+    (root / "test_env.py").write_text(ENV_SUITE)
+    _git(root, "add", "test_env.py")
+    _git(root, "commit", "-q", "-m", "one commit")
+    slow_python = tmp_path / "slow-python"  # another environment: here the same interpreter with a slower setting
+    slow_python.write_text(f"#!/bin/sh\nQP_SLOW_ENV=1 exec {sys.executable} \"$@\"\n")
+    slow_python.chmod(0o755)
+    monkeypatch.chdir(root)
+    out = tmp_path / "ab.json"
+    rc = ab.main(["--base", "HEAD", "--base-python", str(slow_python), "--rounds", "7", "--max-rounds", "7",
+                  "--json", str(out), "--", *PYTEST_ARGS])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.out + cap.err
+    doc = json.loads(out.read_text())
+    (v,) = [v for v in doc["verdicts"] if v["metric"] == "step_ms"]
+    assert v["status"] == "improvement" and v["change"] < -0.5  # the working environment is faster
+    assert doc["python"] == {"base": str(slow_python), "head": sys.executable}
+    # a base interpreter that does not exist is a usage error, not a traceback
+    assert ab.main(["--base", "HEAD", "--base-python", str(tmp_path / "nope"), "--", *PYTEST_ARGS]) == 2
+    assert "--base-python" in capsys.readouterr().err and os.path.exists(root)

@@ -62,6 +62,9 @@ class Tree:
     cwd: Path  # where pytest starts: the same place relative to root on both sides
     commit: str
     dirty: bool = False
+    #: the interpreter that runs this side's pytest: another environment (``--base-python``) puts
+    #: two installs of the same code side by side ("does upgrading bitsandbytes slow us down")
+    python: str = sys.executable
 
 
 @dataclass
@@ -85,7 +88,7 @@ def _child_env(tree: Tree, pythonpath: Sequence[str]) -> dict[str, str]:
 
 def _run_pytest(tree: Tree, pytest_args: Sequence[str], out: Path, pythonpath: Sequence[str],
                 round_no: int, log: RunLog, echo: Any) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pytest", *pytest_args, "-p", "no:cacheprovider", f"--quantperf-json={out}"]
+    cmd = [tree.python, "-m", "pytest", *pytest_args, "-p", "no:cacheprovider", f"--quantperf-json={out}"]
     # the whole pytest run asks for every core: torch's intra-op threads default to all of them
     meter = _host.HostMeter(threads=len(_host.available_cores()), children=True)
     with meter:
@@ -176,6 +179,7 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
            pythonpath: Sequence[str] | None = None, keep_worktree: bool = False,
            echo: Any = None, max_rounds: int | None = None,
            extend: Callable[[list[dict[str, Any]], list[dict[str, Any]]], str | None] | None = None,
+           base_python: str | None = None,
            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Run the suite ``rounds`` times on each side, interleaved; ``(base_docs, head_docs, info)``.
 
@@ -188,7 +192,9 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
     ``info["runs"]`` carries ``host``, what the run had of the machine (:mod:`host`), and
     ``host_measured`` when the run recorded host figures itself.  ``pythonpath`` entries (relative to each tree's
     root; default ``src`` when the repository has one) are prepended to ``PYTHONPATH`` so a
-    package installed in editable mode resolves to each tree's own code.
+    package installed in editable mode resolves to each tree's own code. ``base_python`` runs the base
+    side with another interpreter (a virtual environment with other versions of torch, transformers
+    or bitsandbytes); with ``--base HEAD`` the two sides differ by their environment alone.
     """
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     if rounds is None:
@@ -202,6 +208,9 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
     dirty = bool(_git(top, "status", "--porcelain", "--untracked-files=no", check=False).stdout.strip())
     if pythonpath is None:
         pythonpath = ["src"] if (top / "src").is_dir() else []
+    if base_python is not None and not (os.path.isfile(base_python) and os.access(base_python, os.X_OK)):
+        raise ABError(f"--base-python {base_python} is not an executable file; give the python of the base "
+                      "environment, e.g. /path/to/venv/bin/python")
     tmp = Path(tempfile.mkdtemp(prefix="quantperf-ab-"))
     wt = tmp / "base"
     added = False
@@ -209,7 +218,7 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
     try:
         _git(top, "worktree", "add", "--detach", str(wt), base_commit)
         added = True
-        base = Tree("base", wt, wt / rel, base_commit)
+        base = Tree("base", wt, wt / rel, base_commit, python=base_python or sys.executable)
         head = Tree("head", top, top / rel, head_commit, dirty)
         if not base.cwd.is_dir():
             raise ABError(f"{rel} does not exist in the base commit {base_commit[:10]}; run quantperf ab from "
@@ -241,7 +250,8 @@ def run_ab(base_ref: str, pytest_args: Sequence[str], *, rounds: int | None = No
             ran = max_rounds
         info = {"base": {"ref": base_ref, "commit": base_commit}, "head": {"commit": head_commit, "dirty": dirty},
                 "rounds": ran, "first_rounds": rounds, "pytest_args": list(pytest_args), "cwd": str(rel),
-                "pythonpath": list(pythonpath), "runs": log.runs}
+                "pythonpath": list(pythonpath), "runs": log.runs,
+                "python": {"base": base.python, "head": head.python}}
         if keep_worktree:
             info["worktree"] = str(wt)
         return base_docs, head_docs, info

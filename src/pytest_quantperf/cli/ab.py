@@ -66,6 +66,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default 0.01)")
     p.add_argument("--json", metavar="OUT", help="write verdicts, runs and every round's documents here")
     p.add_argument("--keep-worktree", action="store_true", help="leave the base worktree in place for inspection")
+    p.add_argument("--base-python", metavar="PATH", default=None,
+                   help="run the base side with this interpreter (another virtual environment: other versions of "
+                        "torch, transformers, bitsandbytes); with --base HEAD the sides differ by environment alone")
     p.add_argument("--pythonpath", action="append", metavar="DIR",
                    help="folder (relative to each tree's root) put first on PYTHONPATH for that tree's runs; "
                         "repeatable; default: src when the repository has one")
@@ -177,6 +180,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
         base_docs, head_docs, info = run_ab(args.base, pytest_args, rounds=rounds, max_rounds=max_rounds,
                                             extend=extend, pythonpath=args.pythonpath,
+                                            base_python=getattr(args, "base_python", None),
                                             keep_worktree=args.keep_worktree)
         too_busy = _rounds_in(info["runs"], _host.TOO_BUSY)
         contended = _rounds_in(info["runs"], _host.CONTENDED)
