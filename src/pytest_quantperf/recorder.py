@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .verdicts.budgets import Budget, evaluate
+from .verdicts.tolerance import base_metric_name
 from .measure.generate import GenerateResult, SamplingPlan, measure_generate
 from .results import HIGHER, LOWER, Metric, TestResult, make_metric
 
@@ -29,7 +30,7 @@ def _merged(old: Metric, new: Metric) -> Metric:
     items = old.items + new.items
     if new.kind in ("timing", "energy", "gpu_timing") and samples:
         value = statistics.median(samples)
-    elif new.kind == "accuracy" and items and base_is_mean(new.name):
+    elif new.kind == "accuracy" and items and base_metric_name(new.name) in ("accuracy", "accuracy_norm"):
         value = statistics.fmean(items)
     else:
         worse = max if new.better == LOWER else min
@@ -37,11 +38,6 @@ def _merged(old: Metric, new: Metric) -> Metric:
     calls = int((old.extra or {}).get("calls", 1)) + 1
     return replace(new, value=float(value), samples=samples, items=items,
                    flags=tuple(dict.fromkeys(old.flags + new.flags)), extra={**new.extra, "calls": calls})
-
-
-def base_is_mean(name: str) -> bool:
-    """Accuracy figures that are the mean of their 0/1 items."""
-    return name.split("[", 1)[0].removeprefix("ref.") in ("accuracy", "accuracy_norm")
 
 
 class AccuracyRefused(ValueError):
@@ -58,7 +54,6 @@ class Recorder:
         self.result: TestResult = TestResult(nodeid=nodeid)
         self.result.budgets = self.budget.to_dict()
         self._primary: str | None = None
-        self._mc: dict[str, Any] = {}  # label -> MCResult, for paired verdicts
         self._noted: set[str] = set()  # the model's own figures (footprint, load time): set once, never merged
 
     # ----------------------------------------------------------------- keys
@@ -214,7 +209,7 @@ class Recorder:
     def multiple_choice(self, lm: Any, dataset: Any = "builtin", *, limit: int | None = None, fewshot: int = 0,
                         **kw: Any) -> Any:
         """lm-evaluation-harness-style multiple choice: ``accuracy`` and ``accuracy_norm``."""
-        from . import accuracy, stats
+        from . import accuracy
 
         self._refuse_synthetic(lm, "multiple_choice")
         self._note_model(lm)
@@ -234,23 +229,10 @@ class Recorder:
                 self.session.ref_cache[key] = res
         correct = tuple(float(c) for c in res.correct)
         extra: dict[str, Any] = {"n": res.n, "dataset": dataset if isinstance(dataset, str) else "custom"}
-        self._mc[("ref" if lm.reference else "cand")] = res
         self._put(lm, "accuracy", res.accuracy, kind="accuracy", items=correct, extra=extra)
         self._put(lm, "accuracy_norm", res.accuracy_norm, kind="accuracy",
                   items=tuple(float(c) for c in res.correct_norm), extra=extra)
-        cand, ref = self._mc.get("cand"), self._mc.get("ref")
-        if cand is not None and ref is not None and len(cand.correct) == len(ref.correct):
-            a = [float(x) for x in cand.correct]
-            b = [float(x) for x in ref.correct]
-            n01 = sum(1 for x, y in zip(a, b) if x == 1 and y == 0)
-            n10 = sum(1 for x, y in zip(a, b) if x == 0 and y == 1)
-            p = stats.mcnemar_exact(n10, n01)
-            lo, hi = stats.paired_bootstrap_diff_ci(a, b)  # CI of mean(ref - candidate): the drop
-            paired = {"p_value": p, "ci": [lo, hi], "ref_only_correct": n10, "cand_only_correct": n01,
-                      "drop": statistics.fmean(b) - statistics.fmean(a)}
-            if "accuracy" in self.result.metrics:
-                m = self.result.metrics["accuracy"]
-                self.result.metrics["accuracy"] = Metric(**{**m.__dict__, "extra": {**m.extra, "paired_vs_ref": paired}})
+        self._pair_with_reference("accuracy")
         return res
 
     def lm_eval(self, lm: Any, tasks: Any, *, limit: int | float | None = None, num_fewshot: int | None = 0,
