@@ -5,7 +5,6 @@ verdict (budgets, then the baseline) is computed by :func:`judge` after the test
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 from dataclasses import dataclass, field, replace

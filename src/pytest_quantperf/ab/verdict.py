@@ -17,7 +17,7 @@ from .. import stats
 from ..verdicts.compare import STAT_KINDS, Tolerance, tolerance_for
 from ..verdicts.rule import Band, band_for, decide
 from ..results import HIGHER, LOWER, Metric, metric_info
-from ..stats import DEFAULT_ALPHA, rounds_for_alpha
+from ..stats import DEFAULT_ALPHA
 
 __all__ = ["ABVerdict", "STATUSES", "judge_metric", "judge_rounds", "undecided", "second_look", "format_table"]
 
@@ -85,10 +85,6 @@ def _location(m: Metric) -> float:
 def _values(m: Metric) -> list[float]:
     s = [x for x in m.samples if math.isfinite(x)]
     return s if s else ([m.value] if math.isfinite(m.value) else [])
-
-
-def _is_worse(delta: float, better: str) -> bool:
-    return delta > 0 if better == LOWER else delta < 0
 
 
 def _fmt(v: float | None) -> str:
