@@ -421,7 +421,7 @@ def _count_work(res: GenerateResult, backend: Any, prepared: Any, max_new_tokens
     try:
         # CUDA's kernel launches and runtime syncs (kineto) are left out of the counting run: on an H100
         # the one lease that ran it recorded 0 launches per token and its pytest process did not exit
-        # (benchmarks/RESULTS.md). Operators, Python calls and scalar reads (syncs on a GPU) are counted
+        # (benchmarks/RESULTS-gpu.md). Operators, Python calls and scalar reads (syncs on a GPU) are counted
         # on CUDA as on the CPU; benchmarks/gpu_work_probe.py tries the kineto path on its own
         w = count_work(backend, prepared, max_new_tokens, window=plan.work_window, cuda_device=None,
                        prompt_tokens=res.prompt_tokens, batch=res.batch)
@@ -435,7 +435,7 @@ def _count_work(res: GenerateResult, backend: Any, prepared: Any, max_new_tokens
     res.work = w.to_dict()
     if cuda_devs:
         res.work["detail"] = {**res.work.get("detail", {}),
-                              "cuda": "kernel launches and CUDA runtime syncs not counted (see benchmarks/RESULTS.md)"}
+                              "cuda": "kernel launches and CUDA runtime syncs not counted (see benchmarks/RESULTS-gpu.md)"}
 
 
 def bytes_read_per_token(lm: Any, context_len: int, batch: int = 1) -> float:
