@@ -29,19 +29,19 @@ def _doc(v: float, rng: random.Random) -> dict:
                                                                   s).to_dict()}}}}
 
 
-def trial(shift: float, sd: float, rounds: int, max_rounds: int, alpha: float, rng: random.Random,
-          n_boot: int) -> tuple[str, str, bool]:
+def trial(shift: float, sd: float, rounds: int, max_rounds: int, alpha: float,
+          rng: random.Random) -> tuple[str, str, bool]:
     """(status at the first look, status after the second, whether it ran)."""
     base, head = [], []
     for _ in range(max_rounds):
         b = 100 * math.exp(rng.gauss(0, 0.2))
         base.append(_doc(b, rng))
         head.append(_doc(b * math.exp(rng.gauss(shift, sd)), rng))
-    first = ab.judge_rounds(base[:rounds], head[:rounds], alpha=alpha, n_boot=n_boot)
+    first = ab.judge_rounds(base[:rounds], head[:rounds], alpha=alpha)
     if not ab.undecided(first):
         return first[0].status, first[0].status, False
     a2 = ab.second_look_alpha(rounds, alpha)
-    later = ab.judge_rounds(base, head, alpha=a2, n_boot=n_boot)
+    later = ab.judge_rounds(base, head, alpha=a2)
     return first[0].status, ab.second_look(first, later, rounds, a2, alpha)[0].status, True
 
 
@@ -53,7 +53,6 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--sds", default="0.10,0.15,0.26")
     ap.add_argument("--shifts", default="0,0.15,0.25,0.35")
-    ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -62,7 +61,7 @@ def main() -> None:
     print(f"{'round sd':>8} {'change':>7} {'regression, 1 look':>19} {'with 2nd look':>14} {'2nd look ran':>13}")
     for sd in (float(x) for x in a.sds.split(",")):
         for shift in (float(x) for x in a.shifts.split(",")):
-            rows = [trial(math.log1p(shift), sd, a.rounds, a.max_rounds, a.alpha, rng, a.n_boot)
+            rows = [trial(math.log1p(shift), sd, a.rounds, a.max_rounds, a.alpha, rng)
                     for _ in range(a.trials)]
             one = sum(r[0] == "regression" for r in rows) / a.trials
             two = sum(r[1] == "regression" for r in rows) / a.trials

@@ -130,7 +130,7 @@ def _walsh_bounds(d: Sequence[float], alpha: float) -> tuple[float, float]:
 
 
 def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rounds: Sequence[Metric],
-                 tol: Tolerance, *, alpha: float = DEFAULT_ALPHA, n_boot: int = 2000, seed: int = 0) -> ABVerdict:
+                 tol: Tolerance, *, alpha: float = DEFAULT_ALPHA) -> ABVerdict:
     """Judge one metric from its per-round measurements, ``base_rounds[i]`` paired with ``head_rounds[i]``.
 
     The one rule of :mod:`.verdicts.rule`, with the interval taken across rounds: each round's
@@ -161,7 +161,7 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
         return ABVerdict(status="inconclusive", base=None, head=None, change=None,
                          message=f"{name}: a value is missing or not finite", **common)
 
-    rc = stats.paired_rounds_change(bm, hm, alpha=alpha, n_boot=n_boot, seed=seed)
+    rc = stats.paired_rounds_change(bm, hm, alpha=alpha, interval=False)  # the interval is the rule's, below
     b, h, change = rc.base, rc.head, rc.change
     round_changes = rc.round_changes
     unit_s = f" {unit}" if unit else ""
@@ -216,8 +216,7 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
 
 def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Mapping[str, Any]],
                  tolerances: Mapping[str, Tolerance] | None = None, *, alpha: float = DEFAULT_ALPHA,
-                 n_boot: int = 2000, too_busy: Sequence[int] = (),
-                 contended: Sequence[int] = ()) -> list[ABVerdict]:
+                 too_busy: Sequence[int] = (), contended: Sequence[int] = ()) -> list[ABVerdict]:
     """Verdicts for every metric of every test from paired run documents (one pair per round).
 
     A metric measured on only one side in every round is ``new`` (head only) or ``gone``
@@ -250,8 +249,7 @@ def judge_rounds(base_docs: Sequence[Mapping[str, Any]], head_docs: Sequence[Map
         pairs = [(get(bd, nodeid, name), get(hd, nodeid, name)) for bd, hd in zip(base_docs, head_docs)]
         both = [(b, h) for b, h in pairs if b is not None and h is not None]
         if both:
-            v = judge_metric(nodeid, name, [b for b, _ in both], [h for _, h in both], tol, alpha=alpha,
-                             n_boot=n_boot)
+            v = judge_metric(nodeid, name, [b for b, _ in both], [h for _, h in both], tol, alpha=alpha)
             notes = []
             if len(both) < len(pairs):
                 notes.append(f"measured on both sides in only {len(both)} of {len(pairs)} rounds")

@@ -94,11 +94,12 @@ class RoundsChange:
 
 
 def paired_rounds_change(base: Sequence[float], head: Sequence[float], *, alpha: float = DEFAULT_ALPHA,
-                         n_boot: int = 2000, seed: int = 0) -> RoundsChange:
+                         n_boot: int = 2000, seed: int = 0, interval: bool = True) -> RoundsChange:
     """Summarise finite per-round figures (medians) of both sides as a :class:`RoundsChange`.
 
     The interval is the paired bootstrap of the mean difference over rounds, at
-    ``max(95%, 1 - 2·alpha)``.
+    ``max(95%, 1 - 2·alpha)``; ``interval=False`` leaves it out (``ci`` None) for a caller that
+    builds its own, as ``quantperf ab``'s verdict does.
     """
     bm, hm = list(base), list(head)
     if len(bm) != len(hm):
@@ -124,8 +125,10 @@ def paired_rounds_change(base: Sequence[float], head: Sequence[float], *, alpha:
         return v / abs(b) if b else math.nan
 
     conf = max(0.95, 1 - 2 * alpha)
-    lo, hi = paired_bootstrap_diff_ci(xs, ys, conf, n_boot, seed)
-    ci = (to_change(lo), to_change(hi)) if math.isfinite(lo) else None
+    ci = None
+    if interval:
+        lo, hi = paired_bootstrap_diff_ci(xs, ys, conf, n_boot, seed)
+        ci = (to_change(lo), to_change(hi)) if math.isfinite(lo) else None
     return RoundsChange(base=b, head=h, change=change, log_scale=log_scale,
                         diffs=tuple(y - x for x, y in zip(xs, ys)), round_changes=round_changes, ci=ci, conf=conf)
 
