@@ -72,10 +72,12 @@ def test_time_budget_bounds_the_whole_measurement(lm):
     new = 12
     one = measure_generate(lm, [PROMPT], new, SamplingPlan(repeat=2, warmup=1))
     budget = 1.5 * statistics.median(one.samples["latency_ms"]) / 1e3
-    res = measure_generate(lm, [PROMPT], new, SamplingPlan(max_time_s=budget))
-    # the warm-up (short runs, one full run) is inside the budget: a run or two fit, not min_repeat=5
+    # min_repeat=20: only a host grown 13x faster since the calibration above could fit 20 runs in
+    # 1.5 runs' time, so "fewer than min_repeat" does not hang on the host's speed staying put
+    res = measure_generate(lm, [PROMPT], new, SamplingPlan(max_time_s=budget, min_repeat=20, max_repeat=20))
+    # the warm-up (short runs, one full run) is inside the budget, and the budget overrides min_repeat
     assert res.stop_reason == "time", res.costs()
-    assert 1 <= res.runs < 5 and len(res.samples["latency_ms"]) == res.runs
+    assert 1 <= res.runs < 20 and len(res.samples["latency_ms"]) == res.runs
     lat = [x / 1e3 for x in res.samples["latency_ms"]]
     # it stopped because one more run would not have fitted ...
     assert res.seconds + statistics.median(lat) > budget
