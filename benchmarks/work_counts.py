@@ -12,7 +12,10 @@ One saving run (``--quantperf-save=main``), then, each in a fresh pytest process
 * ``fp32``: the nf4 compute dtype switched to fp32 (``compute_dtype="fp32"``) from the bf16 every
   other run names (fp32 is the CPU's default, so the unchanged runs name bf16);
 * ``prompt``: a tokenizer change that makes the same prompt longer (its post-processor now puts
-  the BOS token in front, as a tokenizer update that starts adding one does).
+  the BOS token in front, as a tokenizer update that starts adding one does);
+* ``bnb``: the unchanged suite under another bitsandbytes (``--bnb-python``: an interpreter whose
+  environment differs only there, e.g. a venv made with ``--system-site-packages`` holding
+  ``bitsandbytes==0.48.2``).
 
 Per trial it prints the exit status, each work figure's change against the baseline, whether it
 is beyond the figure's default tolerance (the catalogue's, read from the plugin), and the largest
@@ -22,6 +25,7 @@ whole and one counted in a window (``work_count``), median of 3 each, interleave
 
     python benchmarks/work_counts.py --trials 2
     python benchmarks/work_counts.py --trials 0 --cost-only     # only the cost
+    python benchmarks/work_counts.py --trials 10 --kinds bnb --bnb-python /tmp/venv-bnb048/bin/python
 """
 from __future__ import annotations
 
@@ -80,9 +84,10 @@ def work_of(doc: dict) -> dict[str, dict]:
     return {k: m for k, m in t["metrics"].items() if k in FIGURES}
 
 
-def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str) -> dict:
+def run_pytest(suite: str, args: list[str], env: dict[str, str], out_json: str,
+               python: str = sys.executable) -> dict:
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider",
+    p = subprocess.run([python, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider",
                         f"--quantperf-json={out_json}", *args], env=env, capture_output=True, text=True)
     res: dict = {"rc": p.returncode, "wall_s": time.time() - t0}
     try:
@@ -158,11 +163,15 @@ def main() -> int:
     ap.add_argument("--quant", default="nf4")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--trials", type=int, default=2, help="trials per kind")
+    ap.add_argument("--aa-trials", type=int, default=0,
+                    help="trials of the unchanged kinds (aa, busy) when more than --trials")
     ap.add_argument("--warmup", type=int, default=1, help="--quantperf-warmup of every run (0: shortest runs)")
     ap.add_argument("--kinds", default="aa,busy," + ",".join(CHANGES))
     ap.add_argument("--cost-only", action="store_true")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement at the end")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--bnb-python", default=None,
+                    help="the interpreter of the 'bnb' kind (another bitsandbytes, all else the same)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no further trial round after this many seconds")
     a = ap.parse_args()
     if not a.cost_only:
@@ -182,16 +191,21 @@ def main() -> int:
         base = r.get("work") or {}
         table: dict[str, list[dict]] = {}
         kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
-        for trial in range(a.trials):
+        if "bnb" in kinds and not a.bnb_python:
+            ap.error("the bnb kind needs --bnb-python")
+        for trial in range(max(a.trials, a.aa_trials)):
             if a.budget_s and time.time() - t_start > a.budget_s:
                 print(f"budget of {a.budget_s:.0f} s spent: {trial} trials per kind run", flush=True)
                 break
             for kind in kinds:  # interleaved: the host's drift hits every kind alike
+                if trial >= a.trials and kind not in ("aa", "busy"):
+                    continue
                 spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if kind == "busy" else None
                 try:
                     r = run_pytest(suite, common + ["--quantperf-baseline=main"],
                                    dict(env, QP_CHANGE=kind if kind in CHANGES else ""),
-                                   os.path.join(root, f"{kind}{trial}.json"))
+                                   os.path.join(root, f"{kind}{trial}.json"),
+                                   python=a.bnb_python if kind == "bnb" else sys.executable)
                 finally:
                     if spinner is not None:
                         spinner.kill()
@@ -207,7 +221,7 @@ def main() -> int:
                     print(line, flush=True)
         print("\n== separate pytest processes, one saved baseline ==")
         for kind, rows in table.items():
-            what = "caught (work beyond tolerance)" if kind in CHANGES else "work differences beyond tolerance"
+            what = "caught (work beyond tolerance)" if kind in (*CHANGES, "bnb") else "work differences beyond tolerance"
             print(f"{kind:9}: {what} {sum(r['beyond_tolerance'] for r in rows)} of {len(rows)}; "
                   f"exit codes {[r['rc'] for r in rows]}")
         if a.json:

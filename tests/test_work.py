@@ -193,3 +193,41 @@ def test_a_window_of_decode_steps_counts_what_the_whole_generate_counts():
     assert window.detail["window_after_token"] == 2
     assert window.totals == whole.totals and window.by_name == whole.by_name
     assert set(whole.by_name["syncs"]) == {"aten.is_nonzero"}  # generate's "all sequences finished?"
+
+
+def test_a_saved_baseline_passes_unchanged_work_and_fails_a_logits_processor_naming_it(pytester, monkeypatch):
+    """As a user gates: save once, compare an unchanged process (A/A) and one whose generate gained
+    a Python logits processor; the second fails, its message and the HTML report name the operators."""
+    body = GEN.split("def test_plain")[0] + '''
+import os
+
+
+def test_decode(quant_model, quantperf):
+    kw = {"logits_processor": LogitsProcessorList([Loop()])} if os.environ.get("ADD_PROCESSOR") else {}
+    quantperf.generate(quant_model("default", quant="bf16"), "The capital of France is", max_new_tokens=8, **kw)
+'''
+    pytester.makepyfile(test_gen=body)
+    store = ("--quantperf-storage=store",)
+    pytester.runpytest_subprocess(*FAST, *store, "--quantperf-save=main").assert_outcomes(passed=1)
+    same = pytester.runpytest_subprocess(*FAST, *store, "--quantperf-baseline=main", "--quantperf-json=aa.json")
+    assert same.ret == 0, same.stdout.str()[-3000:]
+    aa = json.loads((pytester.path / "aa.json").read_text())
+    work_verdicts = [v for t in aa["tests"].values() for v in t["verdicts"] if v.get("kind") == "work"]
+    assert work_verdicts and {v["status"] for v in work_verdicts} == {"pass"}
+
+    monkeypatch.setenv("ADD_PROCESSOR", "1")
+    changed = pytester.runpytest_subprocess(*FAST, *store, "--quantperf-baseline=main", "--quantperf-html=r.html")
+    assert changed.ret == 1
+    out = changed.stdout.str()
+    assert "regression" in out and "aten.select" in out, out[-3000:]
+    html = (pytester.path / "r.html").read_text()
+    assert "ops_per_token</b> by name against the baseline" in html
+    assert "<code>aten.select</code>" in html
+
+
+def test_a_backend_without_work_hooks_says_n_a_in_the_model_line():
+    from pytest_quantperf.report.view import proof_text, quant_proof
+
+    note = "the llama_cpp backend does not expose its work: n/a"
+    (p,) = quant_proof({"default/gguf": {"backend": "llama_cpp", "work": note}})
+    assert proof_text(p).endswith(f"work per token: {note}")

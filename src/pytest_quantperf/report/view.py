@@ -152,6 +152,8 @@ def quant_proof(models: Mapping[str, Any]) -> list[dict[str, Any]]:
             "quantized_share": q.get("quantized_share"),
             "method": q.get("method"), "quantized_layers": q.get("quantized_layers"),
             "layer_kinds": q.get("layer_kinds") or [], "note": q.get("note"),
+            # why the work of this model's decodes is not counted, e.g. a backend without hooks: n/a
+            "work": m.get("work") if isinstance(m.get("work"), str) else None,
             "predicted_mb": pred / 2**20 if _finite(pred) else None,
             "footprint_vs_predicted": dev,
         })
@@ -184,6 +186,8 @@ def proof_text(p: Mapping[str, Any]) -> str:
         bits.append(s)
     if p.get("note"):
         bits.append(str(p["note"]))
+    if p.get("work"):
+        bits.append(f"work per token: {p['work']}")
     return " ".join(bits[:2]) + (", " + ", ".join(bits[2:]) if len(bits) > 2 else "")
 
 
@@ -261,10 +265,28 @@ def _rows_for_test(nodeid: str, t: Mapping[str, Any], base_test: Mapping[str, An
         }
         # what a reader must look at: what fails, what warns, and a regression or breach a reason holds back
         row["attention"] = row["gating"] or row["warns"] or (status in FAILING and bool(row["reasons"]))
+        row["work_diff"] = _work_diff(name, m, bm)
         if row["change"] is None and _finite(value) and _finite(baseline_value) and baseline_value:
             row["change"] = (value - baseline_value) / abs(baseline_value)
         rows.append(row)
     return rows
+
+
+#: names listed per work figure in a report's by-name diff (the verdict's message names the top 5)
+WORK_DIFF_TOP = 12
+
+
+def _work_diff(name: str, m: Mapping[str, Any], bm: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The largest per-name changes per token of a work figure against its baseline (empty: none,
+    or not a work figure, or no counts by name on one side)."""
+    from ..measure.work import METRIC_OF, work_changes
+
+    kind = next((k for k, metric in METRIC_OF.items() if metric == name), None)
+    cur, base = m.get("extra") or {}, bm.get("extra") or {}
+    if kind is None or "by_name" not in cur or "by_name" not in base:
+        return []
+    return [{"name": c.name, "base": c.base, "cur": c.cur, "delta": c.delta}
+            for c in work_changes(base, cur, kind, top=WORK_DIFF_TOP)]
 
 
 def _warns(v: Mapping[str, Any]) -> bool:
