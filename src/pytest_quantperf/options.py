@@ -17,33 +17,32 @@ class Opt:
 
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt("baseline", "compare every measured metric with stored baseline NAME; a regression beyond tolerance "
-        "fails that test", metavar="NAME"),
+    Opt("baseline", "compare every figure with stored baseline NAME; a regression fails its test",
+        metavar="NAME"),
     Opt("save", "store this run as baseline NAME (merged, atomic) and append it to the history", metavar="NAME"),
     Opt("storage", "where baselines and history live: a path or an fsspec URL (s3://, gs://, file://, "
         "memory://); default .quantperf under the rootdir", metavar="PATH_OR_URL", cli=True),
-    Opt("tolerance", "regression tolerances, e.g. tokens_per_s=5%,vram_mb=2%,accuracy=0.01 (relative with %, "
-        "absolute otherwise); defaults per metric", metavar="SPEC", cli=True),
+    Opt("tolerance", "regression tolerances, e.g. tokens_per_s=5%,accuracy=0.01 (% relative, else absolute); "
+        "defaults per metric", metavar="SPEC", cli=True),
     Opt("warn-only", "report regressions and budget breaches without failing", action="store_true", default=False),
-    Opt("gate-cross-hardware", "let speed and energy gate against a baseline taken on other hardware "
-        "(memory and accuracy always gate)", action="store_true", default=False, cli=True),
+    Opt("gate-cross-hardware", "let speed and energy gate against a baseline from other hardware", action="store_true", default=False, cli=True),
     Opt("device", "where models are placed: auto (CUDA when present), cpu, cuda, cuda:N", default="auto",
         metavar="auto|cpu|cuda|cuda:N"),
     Opt("gpus", "GPU indices the xdist workers are spread over, e.g. 0,2,3 (worker i gets entry i mod n)",
         metavar="LIST"),
-    Opt("repeat", "measured repetitions per measurement: N, or auto (until the median is known to "
-        "--quantperf-target-ci, within bounds)", default="auto", metavar="N|auto"),
+    Opt("repeat", "timed runs per measurement: N, or auto (until the median is known to "
+        "--quantperf-target-ci)", default="auto", metavar="N|auto"),
     Opt("warmup", "warm-up runs per measurement: N, or auto (until two timings agree, at most 3)",
         default="auto", metavar="N|auto"),
     Opt("target-ci", "adaptive sampling stops when the median's relative 95% CI half-width is below this",
         default="0.02", metavar="FRACTION"),
-    Opt("max-time", "adaptive sampling stops after this many seconds of measured runs per measurement",
-        default="10", metavar="SECONDS"),
-    Opt("pin-core", "on CUDA, pin the thread that drives the GPU to one CPU while measuring: off, auto (the "
-        "fastest allowed core when each measurement starts) or a CPU number; ignored on the CPU",
+    Opt("max-time", "the most seconds one measurement takes, warm-up included (one timed run is always "
+        "taken)", default="10", metavar="SECONDS"),
+    Opt("pin-core", "on CUDA, pin the thread driving the GPU to one CPU while measuring: off, auto (the "
+        "fastest allowed core) or a CPU number",
         default="off", metavar="off|auto|N"),
-    Opt("count-work", "count the work of each decode (operators, Python calls, syncs, launches per token) in "
-        "a run of its own after the timed runs: on or off", default="on", metavar="on|off"),
+    Opt("count-work", "count each decode's work (operators, Python calls, syncs, launches per token) in "
+        "a run of its own: on or off", default="on", metavar="on|off"),
     Opt("html", "write the HTML report here", metavar="PATH"),
     Opt("json", "write the JSON report here", metavar="PATH"),
     Opt("markdown", "write the Markdown report here (also appended to $GITHUB_STEP_SUMMARY when set)",
