@@ -195,6 +195,36 @@ def test_a_window_of_decode_steps_counts_what_the_whole_generate_counts():
     assert set(whole.by_name["syncs"]) == {"aten.is_nonzero"}  # generate's "all sequences finished?"
 
 
+def wait_for_device() -> None:
+    """Stands in for ``torch.cuda.synchronize`` (which needs CUDA) in the test below."""
+
+
+def test_an_explicit_wait_for_the_device_each_step_counts_as_a_sync_by_name(monkeypatch):
+    """Without the CUDA runtime's records a ``torch.cuda.synchronize()`` per step shows in no operator:
+    the calls named in SYNC_CALLS are counted among the syncs, once per call."""
+    pytest.importorskip("torch")
+    from pytest_quantperf.backends import backend_for
+    from pytest_quantperf.models import load, make_spec
+    from pytest_quantperf.measure import work_count
+
+    assert "torch.cuda.synchronize" in work_count.SYNC_CALLS
+    name = f"{wait_for_device.__module__}.{wait_for_device.__qualname__}"
+    monkeypatch.setattr(work_count, "SYNC_CALLS", frozenset({name}))
+    lm = load(make_spec("default", "bf16", device="cpu"))
+    b = backend_for(lm)
+    p = b.prepare(["The capital of France is"])
+    b.run(p, 2)
+    plain = work_count.count_work(b, p, 5, window=0)
+    hook = lm.model.register_forward_pre_hook(lambda *a: wait_for_device())
+    try:
+        waited = work_count.count_work(b, p, 5, window=0)
+    finally:
+        hook.remove()
+    assert name not in plain.by_name["syncs"]
+    assert waited.by_name["syncs"][name] == 5  # one forward per generated token
+    assert waited.totals["syncs"] == plain.totals["syncs"] + 5
+
+
 def test_a_saved_baseline_passes_unchanged_work_and_fails_a_logits_processor_naming_it(pytester, monkeypatch):
     """As a user gates: save once, compare an unchanged process (A/A) and one whose generate gained
     a Python logits processor; the second fails, its message and the HTML report name the operators."""

@@ -14,9 +14,12 @@ Three counters, each switched on and off around segments of one ``backend.run``:
   and the runtime's syncs (``cudaStreamSynchronize``, ``cudaDeviceSynchronize``, ...) and
   device-to-host copies.
 
-Host-device syncs are defined once, in :data:`SYNC_OPS` (the CPU's stand-in: operators that read
-device memory on the host, each a sync on a GPU) and :data:`CUDA_SYNC_CALLS` (what the CUDA
-runtime records). On the CPU ``syncs`` counts the former; on CUDA the latter.
+Host-device syncs are defined once, in :data:`SYNC_OPS` (operators that read device memory on the
+host, each a sync on a GPU; on the CPU the stand-in for them), :data:`SYNC_CALLS` (Python calls
+that wait for the device, such as ``torch.cuda.synchronize``), the device-to-host copies the
+operator counter sees (``.cpu()``, ``.to("cpu")`` of a device tensor) and :data:`CUDA_SYNC_CALLS`
+(what the CUDA runtime records, where kineto's launch counter runs). Without the CUDA counter
+``syncs`` counts the first three; with it, the runtime's records.
 
 Counting a whole generate costs about three plain generates on the CPU runner (each Python call
 and each operator goes through a Python callback), so, like the kernel-time window
@@ -54,6 +57,16 @@ SYNC_OPS: frozenset[str] = frozenset({
     "aten.unique_consecutive", "aten.unique_dim_consecutive",
 })
 
+#: Python functions that block the host until the device is done, by the name the call counter
+#: gives them: an explicit ``torch.cuda.synchronize()`` per decode step is a sync no operator shows
+SYNC_CALLS: frozenset[str] = frozenset({
+    "torch.cuda.synchronize", "torch.cuda.streams.Stream.synchronize", "torch.cuda.streams.Event.synchronize",
+    "torch.cuda.streams.ExternalStream.synchronize",
+})
+
+#: the name a device-to-host copy is counted under among the syncs (without the CUDA counter)
+DTOH_COPY = "copy device-to-host"
+
 #: CUDA runtime calls that block the host until the device is done (kineto's ``cuda_runtime``
 #: records); device-to-host copies are counted from the ``gpu_memcpy`` records named ``DtoH``
 CUDA_SYNC_CALLS: frozenset[str] = frozenset({
@@ -77,6 +90,7 @@ def _add(into: Counts, seg: Counts, factor: float = 1.0) -> None:
 # --------------------------------------------------------------------------- counters
 
 def _op_counter_class() -> Any:
+    import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class OpCounter(TorchDispatchMode):
@@ -91,10 +105,19 @@ def _op_counter_class() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.counts: dict[Any, int] = {}
+            self.dtoh = 0  # copies from a device tensor into host memory: each one waits for the device
+            self._to_copy = torch.ops.aten._to_copy.default
+            self._copy_ = torch.ops.aten.copy_.default
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             c = self.counts
             c[func] = c.get(func, 0) + 1
+            if func is self._to_copy or func is self._copy_:
+                src = args[0] if func is self._to_copy else args[1]
+                dst = (kwargs or {}).get("device") if func is self._to_copy else args[0].device
+                if (getattr(src, "device", None) is not None and src.device.type not in ("cpu", "meta")
+                        and dst is not None and torch.device(dst).type == "cpu"):
+                    self.dtoh += 1
             return func(*args, **(kwargs or {}))
 
     return OpCounter
@@ -157,6 +180,9 @@ class _Ops:
         out: Counts = {"ops": ops}
         if self.syncs:
             out["syncs"] = {k: v for k, v in ops.items() if k in SYNC_OPS}
+            if self.mode.dtoh:
+                out["syncs"][DTOH_COPY] = self.mode.dtoh
+        self.mode.dtoh = 0
         return out
 
 
@@ -325,6 +351,10 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
         seg: Counts = {}
         for c in (*counters, py):
             _add(seg, c.take())
+        if cuda is None:  # explicit waits for the device, by the call counter's names
+            waits = {n: k for n, k in seg.get("py_calls", {}).items() if n in SYNC_CALLS}
+            if waits:
+                _add(seg, {"syncs": waits})
         segs.append(seg)
 
     a = window_start(max_new_tokens, window) if window and getattr(backend, "step_hook", False) else None
@@ -368,7 +398,8 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
         raise RuntimeError(f"the counting run generated {run.new_tokens} of {max_new_tokens} tokens")
     total: Counts = {}
     detail: dict[str, Any] = {"seconds": round(seconds, 3),
-                              "syncs_source": "cuda runtime" if cuda is not None else "scalar-read ops"}
+                              "syncs_source": "cuda runtime" if cuda is not None
+                              else "scalar-read ops, device-to-host copies and sync calls"}
     if cuda_note:
         detail["cuda"] = cuda_note
     if a is None:
