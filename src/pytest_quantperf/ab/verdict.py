@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from ..measure import host as _host
 from .. import stats
-from ..verdicts.compare import STAT_KINDS, Tolerance, tolerance_for
+from ..verdicts.compare import Tolerance, tolerance_for
+from ..verdicts.rule import STAT_KINDS
 from ..verdicts.rule import Band, band_for, decide
 from ..results import HIGHER, LOWER, Metric, metric_info
 from ..stats import DEFAULT_ALPHA

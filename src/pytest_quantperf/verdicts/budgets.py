@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from ..results import Metric, TestResult
 from .reasons import Reason, host_contended, reasons_for
-from .rule import ALPHA, PASS, REGRESSION, Band, decide
+from .rule import ALPHA, PASS, REGRESSION, STAT_KINDS, Band, decide
 
 MAX, MIN = "max", "min"
 
@@ -211,9 +211,6 @@ class BudgetCheck:
 
 def _fmt(v: float) -> str:
     return f"{v:.6g}"
-
-
-STAT_KINDS = ("timing", "energy", "gpu_timing")
 
 
 def _host(*metrics: Metric | None) -> Mapping[str, Any] | None:

@@ -27,7 +27,7 @@ from ..results import Metric, metric_info, LOWER, HIGHER
 from .tolerance import (DEFAULT_TOLERANCES, Tolerance, base_metric_name,  # noqa: F401 (public names)
                         parse_tolerance, parse_tolerance_spec, tolerance_for)
 from . import reasons as _r
-from .rule import ALPHA, INCONCLUSIVE, PASS, REGRESSION, band_for, decide
+from .rule import ALPHA, INCONCLUSIVE, PASS, REGRESSION, STAT_KINDS, band_for, decide
 
 __all__ = [
     "Tolerance", "parse_tolerance", "parse_tolerance_spec", "DEFAULT_TOLERANCES", "Verdict",
@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 STATUSES = ("pass", "improvement", "regression", "inconclusive", "new", "gone", "not_gated")
-STAT_KINDS = ("timing", "energy", "gpu_timing")
 DETERMINISTIC_KINDS = ("memory", "exact", "work")
 
 

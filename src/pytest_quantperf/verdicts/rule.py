@@ -25,13 +25,17 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["REGRESSION", "IMPROVEMENT", "PASS", "INCONCLUSIVE", "RULE_STATUSES", "ALPHA", "Band", "Decision",
-           "decide", "band_for"]
+           "decide", "band_for", "STAT_KINDS"]
 
 REGRESSION, IMPROVEMENT, PASS, INCONCLUSIVE = "regression", "improvement", "pass", "inconclusive"
 RULE_STATUSES = (REGRESSION, IMPROVEMENT, PASS, INCONCLUSIVE)
 #: the one significance level: each side of a two-sided 1 - 2·ALPHA interval is a one-sided test at
 #: ALPHA, for the baseline gate, budgets and ``quantperf ab`` alike
 ALPHA = 0.01
+
+#: kinds whose figures move from run to run: judged on an interval from their samples and the
+#: spread between runs (compare, budgets and ``quantperf ab`` alike); other kinds repeat exactly
+STAT_KINDS = ("timing", "energy", "gpu_timing")
 
 
 @dataclass(frozen=True)
