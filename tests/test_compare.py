@@ -524,3 +524,20 @@ def test_a_work_regression_names_what_changed_and_the_wall_clock_says_the_work_m
     assert s.status == "regression" and s.gating and "+1 aten._local_scalar_dense per token" in s.message
     lat = got["latency_ms"]
     assert "the work per token changed: syncs_per_token +1" in lat.message and not lat.reasons
+
+
+def test_a_changed_figure_says_which_package_versions_moved_since_the_baseline():
+    from pytest_quantperf.verdicts.compare import versions_moved
+
+    base_env = {"hardware_id": "hw", "torch": "2.13.0", "bitsandbytes": "0.50.2", "transformers": "5.25.0"}
+    cur_env = {**base_env, "bitsandbytes": "0.48.2"}
+    assert versions_moved(base_env, cur_env) == "bitsandbytes 0.50.2 → 0.48.2"
+    assert versions_moved(base_env, base_env) == "" and versions_moved(None, cur_env) == ""
+    ops = make_metric("ops_per_token", 1720.0, kind="work")
+    same = make_metric("py_calls_per_token", 15862.0, kind="work")
+    base = {**_doc("hw", {"t::x": [ops, same]}), "env": base_env}
+    cur = {**_doc("hw", {"t::x": [make_metric("ops_per_token", 2202.0, kind="work"), same]}), "env": cur_env}
+    got = {v.metric: v for v in compare_runs(base, cur).verdicts}
+    assert got["ops_per_token"].status == "regression"
+    assert got["ops_per_token"].message.endswith("(since the baseline: bitsandbytes 0.50.2 → 0.48.2)")
+    assert got["py_calls_per_token"].status == "pass" and "since the baseline" not in got["py_calls_per_token"].message

@@ -386,7 +386,7 @@ def promote_reference_only(result: TestResult) -> None:
 
 def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> Judgement:
     """Budgets first, then the baseline: one line per breach or regression."""
-    from .verdicts.compare import judge_test, parse_tolerance, same_code_values
+    from .verdicts.compare import judge_test, parse_tolerance, same_code_values, versions_moved
 
     promote_reference_only(result)
     j = Judgement()
@@ -409,7 +409,7 @@ def judge(session: Any, result: TestResult, budget: Budget, *, device: str) -> J
         accepted=((doc.get("accepted") or {}).get(result.nodeid) or {}),
         same_hardware=bool(session.baseline_matched_hw),
         gate_cross_hardware=session.settings.gate_cross_hardware,
-        same_code=same_code_values(saved, result.nodeid, doc))
+        same_code=same_code_values(saved, result.nodeid, doc), versions=versions_moved(doc.get("env"), session.env))
     for v in found:
         j.verdicts.append(v.to_dict())
         if v.gating:

@@ -347,13 +347,14 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
                per_test: Mapping[str, Tolerance] | None = None,
                accepted: Mapping[str, Any] | None = None, same_hardware: bool,
                gate_cross_hardware: bool = False, same_code: Mapping[str, Sequence[float]] | None = None,
-               alpha: float = ALPHA) -> list[Verdict]:
+               alpha: float = ALPHA, versions: str = "") -> list[Verdict]:
     """Every verdict of one test against its baseline: the one path the plugin, ``quantperf
     compare`` and the reports share.
 
     Metrics only in this run are ``new``; only in the baseline, ``gone``; then the reasons that
     look across a model's figures (host contention, GPU clocks, unchanged work) are added.
-    ``base_test`` None means the test is new.
+    ``base_test`` None means the test is new. ``versions`` (:func:`versions_moved`) is said beside
+    every work or wall-clock figure that moved.
     """
     tolerances = tolerances or {}
     per = {nodeid: dict(per_test or {})}
@@ -398,11 +399,28 @@ def judge_test(nodeid: str, metrics: Mapping[str, Metric], base_test: Mapping[st
         cur_clocks = (metrics[v.metric].extra or {}).get("gpu_clocks")
         if work.get(key) is False and base_metric_name(v.metric) in _r.WALL_CLOCK:
             v = replace(v, message=f"{v.message} (the work per token changed: {_work_summary(verdicts, key)})")
+        if versions and v.status != PASS and (v.kind == "work" or base_metric_name(v.metric) in _r.WALL_CLOCK):
+            v = replace(v, message=f"{v.message} (since the baseline: {versions})")
         out.append(v.with_reasons(_r.reasons_for(
             _r.host_contended(v.kind, host.get(key), _worse_by(v)),
             _r.clock_moved(v.kind, base_clocks, cur_clocks),
             _r.work_unchanged(base_metric_name(v.metric), work.get(key), kernel.get(key)))))
     return out
+
+
+#: the packages whose versions a run document's ``env`` names: a change of any of them since the
+#: baseline is said beside a changed work or wall-clock figure (the usual cause of a changed path)
+VERSIONED = ("torch", "transformers", "bitsandbytes", "accelerate", "python")
+
+
+def versions_moved(base_env: Mapping[str, Any] | None, cur_env: Mapping[str, Any] | None) -> str:
+    """``bitsandbytes 0.50.2 → 0.48.2, torch 2.13.0 → 2.12.0``: what the environment upgraded or
+    downgraded since the baseline (empty: nothing, or one side unknown)."""
+    if not isinstance(base_env, Mapping) or not isinstance(cur_env, Mapping):
+        return ""
+    moved = [f"{k} {base_env[k]} → {cur_env[k]}" for k in VERSIONED
+             if base_env.get(k) and cur_env.get(k) and str(base_env[k]) != str(cur_env[k])]
+    return ", ".join(moved)
 
 
 def same_code_values(history: Sequence[Mapping[str, Any]], nodeid: str, base_doc: Mapping[str, Any] | None,
@@ -501,6 +519,7 @@ def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
     base_tests = base_doc.get("tests") or {}
     cur_tests = cur_doc.get("tests") or {}
     accepted_all = base_doc.get("accepted") or {}
+    versions = versions_moved(base_doc.get("env"), cur_doc.get("env"))
     verdicts: list[Verdict] = []
     new_tests: list[str] = []
     for nodeid in sorted(cur_tests):
@@ -512,7 +531,8 @@ def compare_runs(base_doc: Mapping[str, Any], cur_doc: Mapping[str, Any],
         verdicts += judge_test(nodeid, cur_metrics, base_tests.get(nodeid) if nodeid in base_tests else None,
                                tolerances=tolerances, per_test=own, accepted=accepted_all.get(nodeid) or {},
                                same_hardware=same, gate_cross_hardware=gate_cross_hardware,
-                               same_code=same_code_values(history or (), nodeid, base_doc), alpha=alpha)
+                               same_code=same_code_values(history or (), nodeid, base_doc), alpha=alpha,
+                               versions=versions)
     gone_tests = sorted(set(base_tests) - set(cur_tests))
     counts = {s: 0 for s in STATUSES}
     for v in verdicts:
