@@ -20,13 +20,15 @@ if TYPE_CHECKING:  # results is imported where a result first arrives, not in ev
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a finished run produced: its document and the baseline it saved, if any.
+    """What a finished run produced: its document, the baseline it saved, if any, and its warnings.
 
-    Returned by :meth:`QuantperfSession.finish`, so reports render plain data and never save.
+    Returned by :meth:`QuantperfSession.finish`, so reports render plain data, never save and never
+    write back: what a report itself must warn about goes into its own view.
     """
 
     doc: Mapping[str, Any]
     saved: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 class SettingsError(ValueError):
@@ -365,5 +367,5 @@ class QuantperfSession:
                 self.warnings.append(f"baseline {self.settings.save!r} NOT saved: no test measured anything")
             else:
                 saved = self.save(doc)
-        self.outcome = RunOutcome(doc=doc, saved=saved)
+        self.outcome = RunOutcome(doc=doc, saved=saved, warnings=tuple(self.warnings))
         return self.outcome

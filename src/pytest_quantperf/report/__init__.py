@@ -83,16 +83,17 @@ def write_reports(view: Mapping[str, Any], doc: Mapping[str, Any], *, html: str 
     return written
 
 
-def _view(qs: Any, doc: Mapping[str, Any], with_history: bool, saved: str | None) -> dict[str, Any]:
+def _view(qs: Any, doc: Mapping[str, Any], with_history: bool, saved: str | None,
+          warnings: Sequence[str]) -> dict[str, Any]:
     history = None
+    warnings = list(warnings)
     if with_history:
         name = qs.settings.save or qs.settings.baseline
         try:
             history = load_history(qs.storage(), name, doc, saved=bool(saved))
         except Exception as e:  # a broken history must not lose the reports
-            qs.warnings.append(f"history of {name!r} not shown in the report: {e}")
-    view = build_view(doc, baseline_doc=qs.baseline_doc, history=history, warnings=list(qs.warnings),
-                      saved=saved)
+            warnings.append(f"history of {name!r} not shown in the report: {e}")
+    view = build_view(doc, baseline_doc=qs.baseline_doc, history=history, warnings=warnings, saved=saved)
     view["summary"]["storage"] = qs.settings.storage
     return view
 
@@ -102,14 +103,14 @@ def write_run_reports(qs: Any, outcome: Any) -> dict[str, Any] | None:
     st = qs.settings
     if not (st.html or st.json or st.markdown or st.exports):
         return None
-    view = _view(qs, outcome.doc, with_history=bool(st.html or st.json), saved=outcome.saved)
+    view = _view(qs, outcome.doc, with_history=bool(st.html or st.json), saved=outcome.saved,
+                 warnings=outcome.warnings)
     try:
         write_reports(view, outcome.doc, html=st.html, json_path=st.json, markdown=st.markdown, exports=st.exports,
                       baseline_doc=qs.baseline_doc)
     except OSError as e:
-        qs.warnings.append(f"could not write a report: {e}; check the path given to --quantperf-html/-json/"
-                           "-markdown/-export")
-        view["summary"]["warnings"] = list(qs.warnings)
+        view["summary"]["warnings"] = [*view["summary"]["warnings"], f"could not write a report: {e}; check the "
+                                       "path given to --quantperf-html/-json/-markdown/-export"]
     return view
 
 
@@ -117,10 +118,10 @@ def write_terminal(qs: Any, tr: Any, outcome: Any = None, view: Mapping[str, Any
     """The terminal report at pytest's verbosity (``-q`` / default / ``-v``)."""
     from .terminal import PytestOut, render
 
-    doc = outcome.doc if outcome is not None else qs.run_document()
-    view = dict(view) if view is not None else _view(qs, doc, with_history=False,
-                                                     saved=getattr(outcome, "saved", None))
-    view["summary"] = {**view["summary"], "warnings": list(qs.warnings)}
+    if view is None:
+        doc = outcome.doc if outcome is not None else qs.run_document()
+        warnings = outcome.warnings if outcome is not None else tuple(qs.warnings)
+        view = _view(qs, doc, with_history=False, saved=getattr(outcome, "saved", None), warnings=warnings)
     verbose = getattr(tr, "verbosity", None)
     if verbose is None:
         verbose = tr.config.option.verbose
