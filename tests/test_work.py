@@ -227,7 +227,8 @@ def test_an_explicit_wait_for_the_device_each_step_counts_as_a_sync_by_name(monk
 
 def test_a_saved_baseline_passes_unchanged_work_and_fails_a_logits_processor_naming_it(pytester, monkeypatch):
     """As a user gates: save once, compare an unchanged process (A/A) and one whose generate gained
-    a Python logits processor; the second fails, its message and the HTML report name the operators."""
+    a Python logits processor; the second fails, its message and the HTML and Markdown reports name
+    the operators."""
     body = GEN.split("def test_plain")[0] + '''
 import os
 
@@ -246,13 +247,16 @@ def test_decode(quant_model, quantperf):
     assert work_verdicts and {v["status"] for v in work_verdicts} == {"pass"}
 
     monkeypatch.setenv("ADD_PROCESSOR", "1")
-    changed = pytester.runpytest_subprocess(*FAST, *store, "--quantperf-baseline=main", "--quantperf-html=r.html")
+    changed = pytester.runpytest_subprocess(*FAST, *store, "--quantperf-baseline=main", "--quantperf-html=r.html",
+                                            "--quantperf-markdown=r.md")
     assert changed.ret == 1
     out = changed.stdout.str()
     assert "regression" in out and "aten.select" in out, out[-3000:]
     html = (pytester.path / "r.html").read_text()
     assert "ops_per_token</b> by name against the baseline" in html
     assert "<code>aten.select</code>" in html
+    md = (pytester.path / "r.md").read_text()  # the pull-request comment's body
+    assert "### Work per token by name, against the baseline" in md and "| `aten.select` |" in md
 
 
 def test_a_backend_without_work_hooks_says_n_a_in_the_model_line():

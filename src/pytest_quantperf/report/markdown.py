@@ -45,8 +45,11 @@ def _row(r: Mapping[str, Any], with_test: bool, with_message: bool) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(view: Mapping[str, Any], *, title: str = "quantperf", max_rows: int = 300) -> str:
-    """Markdown for a CI summary; ``max_rows`` keeps it under GitHub's 1 MiB step-summary limit."""
+def render(view: Mapping[str, Any], *, title: str = "quantperf", max_rows: int = 300,
+           max_work_tables: int = 10) -> str:
+    """Markdown for a CI summary and the pull-request comment: what needs attention, the by-name
+    diff of each work figure in it, then every test. ``max_rows`` and ``max_work_tables`` keep it
+    under GitHub's limits (1 MiB a step summary, 65,536 characters a comment)."""
     s = view["summary"]
     lines = [f"## {cell(title)}: {_headline(s)}", "", cell(summary_line(view)), ""]
     b = s.get("baseline")
@@ -68,6 +71,15 @@ def render(view: Mapping[str, Any], *, title: str = "quantperf", max_rows: int =
         if len(notable) > max_rows:
             lines.append(f"\n… and {len(notable) - max_rows} more (see the HTML or JSON report)")
         lines.append("")
+    moved = [r for r in notable if r.get("work_diff")]
+    if moved:
+        lines += ["### Work per token by name, against the baseline", ""]
+        for r in moved[:max_work_tables]:
+            lines += [f"{code(r['nodeid'])} {cell(r['metric'])}, largest changes first:", "",
+                      "| name | baseline | now | change |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {code(c['name'])} | {fmt_num(c['base'])} | {fmt_num(c['cur'])} | {c['delta']:+g} |"
+                      for c in r["work_diff"]]
+            lines.append("")
     failed = s.get("failed_tests") or []
     if failed:
         lines += ["### Failed tests", ""] + [f"- {code(n)}" for n in failed] + [""]
