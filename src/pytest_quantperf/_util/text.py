@@ -1,5 +1,5 @@
-"""The one plain-text table of the package: ``quantperf`` listings, the ``fit`` prediction and
-the example suites' Markdown summaries. The terminal report keeps its own coloured table
+"""The one plain-text table of the package: ``quantperf`` listings, the ``fit`` prediction,
+``quantperf ab``'s tables and the example suites' Markdown summaries. The terminal report keeps its own coloured table
 (report/terminal.py), which must fit pytest's TerminalReporter.
 """
 from __future__ import annotations

@@ -287,7 +287,6 @@ def format_host_table(runs: Sequence[Mapping[str, Any]]) -> str:
         rows.append((str(r.get("round", "")), str(r.get("side", "")), f(r.get("wall_s"), "{:.1f}"),
                      f(h.get("cpu_share")), f(h.get("others_cores")), f(h.get("contention")),
                      str(h.get("state") or "unknown"), inrun))
-    widths = [max(len(x[i]) for x in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from .._util.text import text_table
+
+    return text_table(rows)

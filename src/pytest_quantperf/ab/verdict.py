@@ -328,7 +328,6 @@ def format_table(verdicts: Sequence[ABVerdict]) -> str:
         rows.append((v.nodeid, v.metric, _fmt(v.base) + unit if v.base is not None else "-",
                      _fmt(v.head) + unit if v.head is not None else "-", _pct(v.change) if v.change is not None else "",
                      ci, p, v.status.upper() if v.status == "regression" else v.status))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADERS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from .._util.text import text_table
+
+    return text_table(rows)
