@@ -163,3 +163,20 @@ def test_figures_shown_worse_make_one_warning_per_test(pytester, run_quantperf):
     assert "footprint_mb" not in warned[0]
     v = _verdicts(json.loads((pytester.path / "n.json").read_text()), "test_n.py::test_t")
     assert v[("baseline", "latency_ms")]["status"] == v[("baseline", "tpot_ms")]["status"] == "inconclusive"
+
+
+def test_a_failing_test_shows_no_import_noise_of_the_quantizers(pytester, run_quantperf):
+    """A failure report shows what the test captured: no line of the quantizers' first import
+    (torchao's missing optional kernels, torch's pytree deprecations, bitsandbytes' torch.jit ones)."""
+    pytest.importorskip("torchao")  # the [quant] extra: transformers then imports it with any quantized load
+    pytester.makepyfile(test_noise="""
+        def test_nf4_then_fails(quant_model, quantperf):
+            quantperf.generate(quant_model("default", quant="nf4"), "Hello", max_new_tokens=2)
+            assert False, "the user's own failure"
+    """)
+    r = run_quantperf("-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str() + r.stderr.str()
+    assert "the user's own failure" in out
+    for noise in ("torchao", "_pytree.py", "script_method", "DeprecationWarning"):
+        assert noise not in out, noise

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -159,21 +161,40 @@ def _quiet_hf() -> Iterator[None]:
 
 
 def _import_quantizers_quietly() -> None:
-    """Import bitsandbytes once with its import-time deprecation noise filtered out.
+    """Import bitsandbytes and transformers' quantizers once, with their import-time noise left out.
 
     bitsandbytes' modules use ``torch.jit.script_method``, which torch 2.13 deprecates: importing
     it emits 14 DeprecationWarnings that a user's suite would show as its own. The first import is
-    done here, under a filter for exactly that message; later imports are cached and silent.
+    done here, under a filter for exactly that message; later imports are cached and silent. The
+    warnings a quantizer logs while running (bitsandbytes falling back from its fused CPU kernel,
+    say) are not touched: they are about the measured code.
     """
     import warnings
 
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
+                                    category=DeprecationWarning)
+            with contextlib.suppress(Exception):  # a broken install is reported by the load that needs it
+                import bitsandbytes  # noqa: F401
+    if "transformers.quantizers.auto" in sys.modules:
         return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
-                                category=DeprecationWarning)
-        with contextlib.suppress(Exception):  # a broken install is reported by the load that needs it
-            import bitsandbytes  # noqa: F401
+    # transformers imports every installed quantizer's integration the first time any quantized model
+    # loads; torchao's import logs the optional kernels this build lacks (mxfp8, cutlass, Triton) and
+    # torch's pytree its enum deprecations: import-time lines about code the test never runs
+    levels = {name: logging.getLogger(name).level for name in _IMPORT_NOISE_LOGGERS}
+    try:
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with contextlib.suppress(Exception):
+            import transformers.quantizers.auto  # noqa: F401
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+#: loggers whose import-time warnings :func:`_import_quantizers_quietly` keeps out of a user's run
+_IMPORT_NOISE_LOGGERS = ("torchao", "torchao.kernel.intmm", "torch.utils._pytree")
 
 
 def load(spec: ModelSpec, *, default_model: str | None = None, verify: bool = True,
