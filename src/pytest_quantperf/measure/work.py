@@ -123,7 +123,7 @@ def work_changes(base: Mapping[str, Any], cur: Mapping[str, Any], kind: str, top
     return out[:max(top, 0)]
 
 
-def _fmt_count(x: float) -> str:
+def fmt_count(x: float) -> str:
     """+1, +0.5, -0.0312, +420, -6,720: signed, three significant digits below 100."""
     if abs(x) >= 100:
         return f"{x:+,.0f}"
@@ -133,7 +133,7 @@ def _fmt_count(x: float) -> str:
 
 def format_changes(changes: list[NameChange], unit: str = "per token") -> str:
     """``+1 aten._local_scalar_dense per token, +0.5 aten.select per token`` (empty: no change)."""
-    return ", ".join(f"{_fmt_count(x.delta)} {x.name} {unit}".rstrip() for x in changes)
+    return ", ".join(f"{fmt_count(x.delta)} {x.name} {unit}".rstrip() for x in changes)
 
 
 def describe_changes(base: Mapping[str, Any], cur: Mapping[str, Any], kind: str, top: int = 5) -> str:

@@ -77,7 +77,7 @@ def render(view: Mapping[str, Any], *, title: str = "quantperf", max_rows: int =
         for r in moved[:max_work_tables]:
             lines += [f"{code(r['nodeid'])} {cell(r['metric'])}, largest changes first:", "",
                       "| name | baseline | now | change |", "| --- | ---: | ---: | ---: |"]
-            lines += [f"| {code(c['name'])} | {fmt_num(c['base'])} | {fmt_num(c['cur'])} | {c['delta']:+g} |"
+            lines += [f"| {code(c['name'])} | {fmt_num(c['base'])} | {fmt_num(c['cur'])} | {c['delta_text']} |"
                       for c in r["work_diff"]]
             lines.append("")
     failed = s.get("failed_tests") or []

@@ -279,13 +279,13 @@ WORK_DIFF_TOP = 12
 def _work_diff(name: str, m: Mapping[str, Any], bm: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The largest per-name changes per token of a work figure against its baseline (empty: none,
     or not a work figure, or no counts by name on one side)."""
-    from ..measure.work import METRIC_OF, work_changes
+    from ..measure.work import METRIC_OF, fmt_count, work_changes
 
     kind = next((k for k, metric in METRIC_OF.items() if metric == name), None)
     cur, base = m.get("extra") or {}, bm.get("extra") or {}
     if kind is None or "by_name" not in cur or "by_name" not in base:
         return []
-    return [{"name": c.name, "base": c.base, "cur": c.cur, "delta": c.delta}
+    return [{"name": c.name, "base": c.base, "cur": c.cur, "delta": c.delta, "delta_text": fmt_count(c.delta)}
             for c in work_changes(base, cur, kind, top=WORK_DIFF_TOP)]
 
 
