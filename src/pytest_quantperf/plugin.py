@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from typing import Any
+from typing import Any, Generator
 
 import pytest
 
@@ -113,9 +113,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"--quantperf-baseline: {e}") from None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every quant_budget marker before anything runs: a typo must not pass silently."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> Generator[None, None, None]:
+    """Validate every quant_budget marker before anything runs: a typo must not pass silently.
+
+    A wrapper: the model groups are given before xdist's hook turns them into node-id suffixes,
+    and the suffixes are checked after it (scale.keep_group_suffixes)."""
     errors = []
     for item in items:
         marks = list(item.iter_markers("quant_budget"))
@@ -129,9 +133,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             errors.append(str(e))
     if errors:
         raise pytest.UsageError("invalid quant_budget marker(s):\n  " + "\n  ".join(errors))
-    from .scale import assign_groups
+    from .scale import assign_groups, keep_group_suffixes
 
     assign_groups(config, items)
+    yield
+    keep_group_suffixes(config, items)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -163,6 +163,31 @@ def item_groups(item: Any) -> list[str]:
     return out
 
 
+def keep_group_suffixes(config: Any, items: Sequence[Any]) -> None:
+    """On a worker under ``--dist loadgroup``, make sure each grouped item's node id ends in xdist's
+    ``@<groups>`` suffix, after xdist's own hook has run.
+
+    The controller groups tests by that suffix. pytest 9.2 keeps node ids structured (``Node._id``)
+    while pytest-xdist 3.8 still writes the suffix into the legacy ``_nodeid``, so it is lost and
+    every group is silently spread over the workers, each loading the model again
+    (pytest-xdist #1386). Where the suffix is missing it is written where pytest reads it; where
+    xdist wrote it (older pytest, or a fixed xdist) nothing changes.
+    """
+    if not _loadgroup(config) or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest before 9.2: xdist's own suffix works
+        return
+    for item in items:
+        names = sorted(set(item_groups(item)))
+        if not names:
+            continue
+        suffix = "@" + "_".join(names)
+        if not item.nodeid.endswith(suffix) and isinstance(getattr(item, "_id", None), NodeId):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 def _loadgroup(config: Any) -> bool:
     """``--dist loadgroup``?  Workers only see ``option.loadgroup``: xdist resets their ``dist`` to "no"."""
     if not config.pluginmanager.hasplugin("xdist"):
