@@ -57,6 +57,24 @@ def test_large_and_small_changes_read_plainly():
     assert format_changes(work_changes(cur, base, "ops")) == "-6,720 a per token, -0.0312 b per token"
 
 
+def test_the_verdict_and_the_report_name_the_same_changes_for_every_model_of_a_test():
+    """``ops_per_token[nf4]`` and ``ref.ops_per_token`` are work figures too: the report's by-name
+    diff and the verdict's message read them through one helper."""
+    from dataclasses import replace
+
+    from pytest_quantperf.report.view import _work_diff
+    from pytest_quantperf.results import make_metric
+    from pytest_quantperf.verdicts.compare import _work_named
+
+    base = _work({"aten.mm": 40}).metric_extra("ops")
+    cur = _work({"aten.mm": 40, "aten.item": 4}).metric_extra("ops")
+    for name in ("ops_per_token", "ops_per_token[nf4]", "ref.ops_per_token"):
+        m = make_metric(name, 10.0, kind="work")
+        assert _work_named(name, replace(m, extra=base), replace(m, extra=cur)) == "+1 aten.item per token"
+        assert [d["name"] for d in _work_diff(name, {"extra": cur}, {"extra": base})] == ["aten.item"]
+    assert _work_diff("latency_ms", {"extra": cur}, {"extra": base}) == []
+
+
 def test_every_kind_has_its_metric_in_the_catalogue():
     from pytest_quantperf.results import METRICS
 

@@ -145,6 +145,13 @@ class Metric:
         return len(self.samples) or 1
 
     @property
+    def finite_values(self) -> list[float]:
+        """The finite samples, or the value alone where there are none (nothing where it is not
+        finite): what a comparison builds its interval from."""
+        s = [x for x in self.samples if math.isfinite(x)]
+        return s if s else ([self.value] if math.isfinite(self.value) else [])
+
+    @property
     def cv(self) -> float:
         """Coefficient of variation of the samples (0 when fewer than two)."""
         s = [x for x in self.samples if math.isfinite(x)]

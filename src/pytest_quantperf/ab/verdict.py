@@ -79,13 +79,8 @@ def _metric(name: str, d: Mapping[str, Any]) -> Metric:
 
 
 def _location(m: Metric) -> float:
-    s = [x for x in m.samples if math.isfinite(x)]
+    s = m.finite_values
     return statistics.median(s) if s else m.value
-
-
-def _values(m: Metric) -> list[float]:
-    s = [x for x in m.samples if math.isfinite(x)]
-    return s if s else ([m.value] if math.isfinite(m.value) else [])
 
 
 def _fmt(v: float | None) -> str:
@@ -193,7 +188,7 @@ def judge_metric(nodeid: str, name: str, base_rounds: Sequence[Metric], head_rou
     else:
         from ..stats.samples import _rel_se_median
 
-        se = math.hypot(_rel_se_median(_values(base_rounds[0])), _rel_se_median(_values(head_rounds[0])))
+        se = math.hypot(_rel_se_median(base_rounds[0].finite_values), _rel_se_median(head_rounds[0].finite_values))
         h = stats.t_quantile(1 - alpha, None) * se if math.isfinite(se) else math.inf
         lo, hi = d[0] - h, d[0] + h
         method = "within the round"

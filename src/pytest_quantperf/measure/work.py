@@ -15,8 +15,9 @@ from typing import Any, Mapping
 #: what is counted, in the order reports show it; the metric of kind ``k`` is ``f"{k}_per_token"``
 KINDS: tuple[str, ...] = ("ops", "py_calls", "syncs", "launches")
 
-#: the metric each kind is recorded as
+#: the metric each kind is recorded as, and back
 METRIC_OF: dict[str, str] = {k: f"{k}_per_token" for k in KINDS}
+KIND_OF: dict[str, str] = {m: k for k, m in METRIC_OF.items()}
 
 #: a count over the whole generate, or over setup + prefill, a window of decode steps and the end,
 #: with the window's steps scaled to every decode step (``work_count`` says when which)
@@ -136,6 +137,20 @@ def format_changes(changes: list[NameChange], unit: str = "per token") -> str:
     return ", ".join(f"{fmt_count(x.delta)} {x.name} {unit}".rstrip() for x in changes)
 
 
+#: what a work diff says when no name's count per token moved
+NO_CHANGE_BY_NAME = "no change by name"
+
+
+def metric_changes(metric: str, base_extra: Mapping[str, Any] | None, cur_extra: Mapping[str, Any] | None,
+                   top: int = 5) -> list[NameChange] | None:
+    """:func:`work_changes` of the work figure ``metric`` (its catalogue name, e.g. ``ops_per_token``)
+    between two metric extras; None where it is no work figure or a side kept no counts by name."""
+    kind = KIND_OF.get(metric)
+    if kind is None or "by_name" not in (base_extra or {}) or "by_name" not in (cur_extra or {}):
+        return None
+    return work_changes(base_extra or {}, cur_extra or {}, kind, top)
+
+
 def describe_changes(base: Mapping[str, Any], cur: Mapping[str, Any], kind: str, top: int = 5) -> str:
     """One line naming the largest changes of ``kind`` by name, or ``no change by name``."""
-    return format_changes(work_changes(base, cur, kind, top)) or "no change by name"
+    return format_changes(work_changes(base, cur, kind, top)) or NO_CHANGE_BY_NAME

@@ -12,6 +12,7 @@ import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..verdicts.budgets import RELATIVE, absolute_limit, relative_limit
+from ..verdicts.tolerance import base_metric_name
 from ..results import METRICS
 
 #: worst first: the status a row shows is the worst of its verdicts
@@ -48,13 +49,8 @@ def fmt_pct(v: Any) -> str:
     return f"{v * 100:+.1f}%" if _finite(v) else ""
 
 
-def base_name(metric: str) -> str:
-    b = metric.split("[", 1)[0]
-    return b[4:] if b.startswith("ref.") else b
-
-
 def is_key_metric(metric: str) -> bool:
-    b = base_name(metric)
+    b = base_metric_name(metric)
     if metric.startswith("ref."):
         return False
     return b in KEY_METRICS or b not in METRICS
@@ -279,14 +275,11 @@ WORK_DIFF_TOP = 12
 def _work_diff(name: str, m: Mapping[str, Any], bm: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The largest per-name changes per token of a work figure against its baseline (empty: none,
     or not a work figure, or no counts by name on one side)."""
-    from ..measure.work import METRIC_OF, fmt_count, work_changes
+    from ..measure.work import fmt_count, metric_changes
 
-    kind = next((k for k, metric in METRIC_OF.items() if metric == name), None)
-    cur, base = m.get("extra") or {}, bm.get("extra") or {}
-    if kind is None or "by_name" not in cur or "by_name" not in base:
-        return []
+    changes = metric_changes(base_metric_name(name), bm.get("extra"), m.get("extra"), top=WORK_DIFF_TOP)
     return [{"name": c.name, "base": c.base, "cur": c.cur, "delta": c.delta, "delta_text": fmt_count(c.delta)}
-            for c in work_changes(base, cur, kind, top=WORK_DIFF_TOP)]
+            for c in changes or ()]
 
 
 def _warns(v: Mapping[str, Any]) -> bool:

@@ -130,11 +130,6 @@ def _pct(v: float | None) -> str:
     return f"{v * 100:+.1f}%"
 
 
-def _values(m: Metric) -> list[float]:
-    s = [x for x in m.samples if math.isfinite(x)]
-    return s if s else ([m.value] if math.isfinite(m.value) else [])
-
-
 def _is_worse(delta: float, better: str) -> bool:
     return delta > 0 if better == LOWER else delta < 0
 
@@ -162,7 +157,7 @@ def figure_interval(name: str, base: Metric, cur: Metric, *, alpha: float = ALPH
     if kind in STAT_KINDS:
         info = metric_info(name)
         rc = stats.run_change(b, c, prior_spread=info.run_spread, prior_df=info.prior_df, same_code=same_code,
-                              base_samples=_values(base), cur_samples=_values(cur))
+                              base_samples=base.finite_values, cur_samples=cur.finite_values)
         if not math.isfinite(rc.d):
             return FigureInterval(b, c, -math.inf, math.inf, rc.source, "change")
         lo, hi = rc.interval(alpha)
@@ -196,13 +191,12 @@ def _scale(ref: float, value: float, tol: Tolerance, better: str) -> float:
 
 def _work_named(name: str, base: Metric, cur: Metric) -> str:
     """The largest per-name changes of a work figure (``+1 aten._local_scalar_dense per token``)."""
-    from ..measure.work import METRIC_OF, describe_changes
+    from ..measure.work import NO_CHANGE_BY_NAME, format_changes, metric_changes
 
-    kinds = {m: k for k, m in METRIC_OF.items()}
-    kind = kinds.get(base_metric_name(name))
-    if kind is None or "by_name" not in (base.extra or {}) or "by_name" not in (cur.extra or {}):
+    changes = metric_changes(base_metric_name(name), base.extra, cur.extra)
+    if changes is None:
         return ""
-    return describe_changes(base.extra, cur.extra, kind)
+    return format_changes(changes) or NO_CHANGE_BY_NAME
 
 
 def _settle(kind: str) -> str:
