@@ -146,13 +146,16 @@ def group_for(params: dict[str, Any]) -> str | None:
     return ",".join(parts) or None
 
 
-def plain_nodeid(nodeid: str, groups: Iterable[str]) -> str:
-    """Remove the ``@<groups>`` suffix xdist's loadgroup adds to a node id (its exact format)."""
+def group_suffix(groups: Iterable[str]) -> str:
+    """The ``@<groups>`` suffix xdist's loadgroup adds to a node id (its exact format; "" for none)."""
     names = sorted({str(g) for g in groups})
-    if not names:
-        return nodeid
-    suffix = "@" + "_".join(names)
-    return nodeid[: -len(suffix)] if nodeid.endswith(suffix) else nodeid
+    return "@" + "_".join(names) if names else ""
+
+
+def plain_nodeid(nodeid: str, groups: Iterable[str]) -> str:
+    """Remove the ``@<groups>`` suffix xdist's loadgroup adds to a node id."""
+    suffix = group_suffix(groups)
+    return nodeid[: -len(suffix)] if suffix and nodeid.endswith(suffix) else nodeid
 
 
 def item_groups(item: Any) -> list[str]:
@@ -180,11 +183,8 @@ def keep_group_suffixes(config: Any, items: Sequence[Any]) -> None:
     except ImportError:  # pytest before 9.2: xdist's own suffix works
         return
     for item in items:
-        names = sorted(set(item_groups(item)))
-        if not names:
-            continue
-        suffix = "@" + "_".join(names)
-        if not item.nodeid.endswith(suffix) and isinstance(getattr(item, "_id", None), NodeId):
+        suffix = group_suffix(item_groups(item))
+        if suffix and not item.nodeid.endswith(suffix) and isinstance(getattr(item, "_id", None), NodeId):
             item._id = NodeId.parse(item.nodeid + suffix)
 
 
