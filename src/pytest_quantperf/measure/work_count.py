@@ -124,18 +124,15 @@ def _op_counter_class() -> Any:
 
 
 class _Ops:
-    """Operators by overload packet, and the subset in :data:`SYNC_OPS` (the CPU's syncs)."""
+    """Operators by overload packet, and the device-to-host copies among them (``dtoh``)."""
 
-    def __init__(self, syncs: bool) -> None:
+    def __init__(self) -> None:
         self.mode = _op_counter_class()()
-        self.syncs = syncs
         self.on = False
 
     def skip_codes(self) -> set[Any]:
         """The Python frames each counted operator adds: the mode's own, the ``OpOverload`` call it
         makes, and torch's look-up of dispatch rules for the mode (called by the dispatcher itself)."""
-        from torch._ops import OpOverload
-
         codes = {type(self.mode).__torch_dispatch__.__code__}
         try:
             from torch._library import simple_registry as sr
@@ -178,10 +175,8 @@ class _Ops:
             ops[name] = ops.get(name, 0) + n
         self.mode.counts = {}
         out: Counts = {"ops": ops}
-        if self.syncs:
-            out["syncs"] = {k: v for k, v in ops.items() if k in SYNC_OPS}
-            if self.mode.dtoh:
-                out["syncs"][DTOH_COPY] = self.mode.dtoh
+        if self.mode.dtoh:
+            out["dtoh"] = {DTOH_COPY: self.mode.dtoh}
         self.mode.dtoh = 0
         return out
 
@@ -306,6 +301,15 @@ class _Cuda:
 
 # --------------------------------------------------------------------------- the counting run
 
+def _host_syncs(seg: Counts, dtoh: dict[str, float]) -> dict[str, float]:
+    """The syncs of a segment counted without the CUDA runtime, by name: scalar reads among its
+    operators, its device-to-host copies and its explicit waits among its Python calls."""
+    out = {k: v for k, v in seg.get("ops", {}).items() if k in SYNC_OPS}
+    out.update({k: v for k, v in seg.get("py_calls", {}).items() if k in SYNC_CALLS})
+    out.update(dtoh)
+    return out
+
+
 def window_start(n_tokens: int, window: int) -> int | None:
     """After which generated token the window opens, or None: count the whole generate."""
     from ..gpu.window import window_start as ws
@@ -330,7 +334,7 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
             cuda = _Cuda(cuda_device)
         except RuntimeError as e:  # no kineto here: operators, calls and scalar reads are still counted
             cuda_note = str(e)
-    ops = _Ops(syncs=cuda is None)
+    ops = _Ops()
     counters: list[Any] = [ops]
     if cuda is not None:
         counters.insert(0, cuda)  # outermost: its switching is not an operator or a call
@@ -351,10 +355,9 @@ def count_work(backend: Any, prepared: Any, max_new_tokens: int, *, cuda_device:
         seg: Counts = {}
         for c in (*counters, py):
             _add(seg, c.take())
-        if cuda is None:  # explicit waits for the device, by the call counter's names
-            waits = {n: k for n, k in seg.get("py_calls", {}).items() if n in SYNC_CALLS}
-            if waits:
-                _add(seg, {"syncs": waits})
+        dtoh = seg.pop("dtoh", {})
+        if cuda is None:
+            seg["syncs"] = _host_syncs(seg, dtoh)
         segs.append(seg)
 
     a = window_start(max_new_tokens, window) if window and getattr(backend, "step_hook", False) else None
